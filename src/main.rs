@@ -1,3 +1,41 @@
+use clap::Parser;
+use pytest_cloud::cli::{Cli, Command};
+use pytest_cloud::cmd;
+use pytest_cloud::error::Exit;
+use std::io::Write;
+
 fn main() {
-    println!("Hello, world!");
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            let code = match e.kind() {
+                K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => Exit::Usage.code(),
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = match &cli.command {
+        Command::Probe(a) => cmd::probe::run(a, &mut out),
+        Command::Plan(a) => cmd::plan::run(a, &mut out),
+        Command::Sync(a) => cmd::sync::run(a, &mut out),
+        Command::Exec(a) => cmd::exec::run(a, &mut out),
+        Command::Pytest(a) => cmd::pytest::run(a, &mut out),
+    };
+    let _ = out.flush();
+    match result {
+        Ok(outcome) => std::process::exit(outcome.code()),
+        Err(e) => {
+            // A closed stdout (`| head`) is not an error worth a word.
+            if e.exit == Exit::Io && e.message.contains("Broken pipe") {
+                std::process::exit(0);
+            }
+            eprintln!("pytest-cloud: error: {}", e.message);
+            std::process::exit(e.exit.code());
+        }
+    }
 }

@@ -1,0 +1,145 @@
+//! Command-line types (clap derive). Nothing outside `main.rs` and `src/cmd/` reads these, so
+//! planning, schema and argv building stay usable from the launcher without clap.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pytest-cloud",
+    version,
+    about = "Distributed test planner and runner for pytest: probe ssh nodes, plan workers, sync the project, run the suite.",
+    long_about = "Distributed test planner and runner for pytest.\n\n\
+        Each subcommand reads and writes JSON, so they pipe together:\n\n  \
+        pytest-cloud probe --nodes 'node1 node2' | pytest-cloud plan --mem-per-process 500 \\\n    \
+        | pytest-cloud sync | pytest-cloud exec -- python -m pytest -q\n\n\
+        or run the whole thing as a py.test launcher:\n\n  \
+        pytest-cloud pytest --cloud-nodes 'node1 node2' tests/ -k smoke\n\n\
+        stdout carries data only; progress goes to stderr. Exit codes: 0 ok, 1 partial (some nodes \
+        dropped or jobs failed), 64 usage, 65 bad input document, 66 no input, 69 no usable node, \
+        72 missing tool, 74 I/O, 75 locked, 130 interrupted; the launcher passes pytest's code through."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe nodes over ssh, concurrently: CPUs, memory, Python, rsync. Writes an inventory.
+    #[command(after_help = "Example:\n  pytest-cloud probe --nodes 'node1 bob@node2:2222' --ssh-config ~/.ssh/lab > inventory.json")]
+    Probe(ProbeArgs),
+    /// Plan test processes per node from an inventory on stdin. Writes a plan.
+    #[command(after_help = "Example:\n  pytest-cloud probe --node node1 | pytest-cloud plan --mem-per-process 500 --explain")]
+    Plan(PlanArgs),
+    /// Rsync the project root (virtualenv included) to every planned node. Writes a sync document.
+    #[command(after_help = "Example:\n  pytest-cloud probe --node node1 | pytest-cloud plan | pytest-cloud sync --source .")]
+    Sync(SyncArgs),
+    /// Run a command on every synced node or slot. Writes JSON Lines.
+    #[command(after_help = "Example:\n  pytest-cloud sync < plan.json | pytest-cloud exec --per slot -- sh -c 'echo {node} {slot}/{slots}'")]
+    Exec(ExecArgs),
+    /// Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist.
+    #[command(after_help = "Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke")]
+    Pytest(PytestArgs),
+}
+
+/// ssh behaviour shared by every stage.
+#[derive(Debug, Clone, Args)]
+pub struct SshArgs {
+    /// ssh config file used for every ssh call (as `ssh -F`); default: ssh's own
+    /// (~/.ssh/config and /etc/ssh/ssh_config).
+    #[arg(long, value_name = "FILE", env = "PYTEST_CLOUD_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
+    /// ssh ConnectTimeout in seconds (TCP connect and banner).
+    #[arg(long, value_name = "SECS", value_parser = positive_u64)]
+    pub connect_timeout: Option<u64>,
+    /// Keep each node's shared ssh connection open this long after use; 0 = no sharing.
+    #[arg(long, value_name = "SECS")]
+    pub control_persist: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Node to probe: [user@]host[:port] or an ssh config alias. Repeatable.
+    #[arg(long = "node", value_name = "NODE")]
+    pub node: Vec<String>,
+    /// Space-separated nodes. Repeatable.
+    #[arg(long = "nodes", value_name = "'N1 N2 ...'")]
+    pub nodes: Vec<String>,
+    /// Also read nodes from a document on stdin (an inventory or {"kind":"nodes"}); implied
+    /// when no --node/--nodes is given.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Python interpreter name or path to look for on each node. Repeatable.
+    #[arg(long = "python", value_name = "NAME", default_value = "python3")]
+    pub python: Vec<String>,
+    /// Give up on a node after this many seconds in all (its ssh is killed).
+    #[arg(long, value_name = "SECS", value_parser = positive_u64)]
+    pub deadline: Option<u64>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// Memory one test process needs, in MiB; caps slots at floor(available / this).
+    #[arg(long, value_name = "MB", value_parser = positive_u64)]
+    pub mem_per_process: Option<u64>,
+    /// At most this many processes per node.
+    #[arg(long, value_name = "N", value_parser = positive_u32)]
+    pub max_processes: Option<u32>,
+    /// Interpreter on the nodes when the project has no virtualenv.
+    #[arg(long, value_name = "NAME")]
+    pub python: Option<String>,
+    /// Directory on each node, relative to the remote home
+    /// [default: pytest_<local user>_<project root name>].
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<String>,
+    /// The project's virtualenv, inside the project root [default: detected].
+    #[arg(long, value_name = "PATH")]
+    pub virtualenv_path: Option<PathBuf>,
+    /// Project root [default: pytest's rootdir of the current directory].
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// Print the arithmetic per node on stderr.
+    #[arg(long)]
+    pub explain: bool,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// Arguments (see `pytest-cloud sync --help` once implemented).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PytestArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+pub fn positive_u64(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 && n <= u64::MAX as i128 => Ok(n as u64),
+        Ok(_) => Err(format!("{s:?} must be a whole number of 1 or more (omit the option for no limit)")),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
+pub fn positive_u32(s: &str) -> Result<u32, String> {
+    let n = positive_u64(s)?;
+    u32::try_from(n).map_err(|_| format!("{s:?} is too large"))
+}

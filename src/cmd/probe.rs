@@ -1,0 +1,328 @@
+//! `pytest-cloud probe`: ask every node, concurrently and in one ssh round trip each, what it
+//! can do.
+//!
+//! Input: nodes from `--node`/`--nodes`, and/or a document on stdin (an `inventory`, whose
+//! nodes are probed again, or `{"format_version": 1, "kind": "nodes", "nodes": ["a", "b"]}`).
+//! Output: an `inventory` document on stdout listing every node, reachable or not.
+//! Exit codes: 0 all reachable, 1 some unreachable, 69 none reachable, 64 bad node syntax,
+//! 65/66 bad or missing stdin document, 72 ssh missing.
+//!
+//! Example: `pytest-cloud probe --nodes 'node1 node2' --ssh-config lab.cfg | pytest-cloud plan`
+
+use crate::cli::ProbeArgs;
+use crate::cmd::{emit, say};
+use crate::error::{Error, Outcome, Result};
+use crate::proc::{Cmd, Status};
+use crate::schema::{self, ErrorKind, Facts, Inventory, NodeReport, NodeStatus, PythonInfo};
+use crate::ssh::{self, Destination, SshSettings};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+const SCRIPT: &str = include_str!("../probe.sh");
+
+pub fn run(args: &ProbeArgs, out: &mut dyn Write) -> Result<Outcome> {
+    let mut raw: Vec<String> = args.node.clone();
+    raw.extend(args.nodes.iter().cloned());
+    let mut settings = SshSettings::default();
+    if raw.is_empty() || args.stdin {
+        let doc = schema::read_stdin_document("nodes or inventory")?;
+        match schema::kind_of(&doc) {
+            "inventory" => {
+                let inv: Inventory = schema::from_value(doc, "inventory")?;
+                settings = inv.ssh.clone();
+                raw.extend(inv.nodes.into_iter().map(|n| n.node));
+            }
+            "nodes" => {
+                let list = doc.get("nodes").and_then(|n| n.as_array()).ok_or_else(|| {
+                    Error::bad_input("the nodes document needs \"nodes\": [\"host\", ...]")
+                })?;
+                for n in list {
+                    let s = n.as_str().ok_or_else(|| Error::bad_input(format!("node {n} is not a string")))?;
+                    raw.push(s.to_string());
+                }
+            }
+            k => return Err(Error::bad_input(format!("probe reads a nodes or inventory document, got kind {k:?}"))),
+        }
+    }
+    let nodes = ssh::parse_nodes(raw.iter().map(String::as_str))?;
+    if nodes.is_empty() {
+        return Err(Error::usage("no nodes given: use --node HOST or --nodes 'H1 H2' (or pipe a nodes document)"));
+    }
+    apply_ssh_args(&mut settings, &args.ssh);
+    let deadline = Duration::from_secs(args.deadline.unwrap_or(settings.connect_timeout_s + 15));
+    let quiet = args.quiet;
+    let inventory = probe_nodes(&nodes, &settings, &args.python, deadline, &|r| say(quiet, progress_line(r)))?;
+    emit(out, &schema::to_pretty(&inventory))?;
+    let ok = inventory.nodes.iter().filter(|n| n.status == NodeStatus::Ok).count();
+    say(quiet, format!("probe: {ok} of {} nodes reachable", inventory.nodes.len()));
+    Ok(match ok {
+        0 => Outcome::NoNodes,
+        n if n == inventory.nodes.len() => Outcome::Complete,
+        _ => Outcome::Partial,
+    })
+}
+
+/// Command-line ssh options override those carried in a document.
+pub fn apply_ssh_args(settings: &mut SshSettings, a: &crate::cli::SshArgs) {
+    if let Some(c) = &a.ssh_config {
+        settings.config_file = Some(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
+    }
+    if let Some(t) = a.connect_timeout {
+        settings.connect_timeout_s = t;
+    }
+    if let Some(p) = a.control_persist {
+        settings.control_persist_s = p;
+    }
+}
+
+pub fn progress_line(r: &NodeReport) -> String {
+    match (&r.facts, r.status) {
+        (Some(f), NodeStatus::Ok) => format!(
+            "{}: ok ({} cpus, {} MiB available, {})",
+            r.node,
+            f.cpus,
+            f.mem_available_bytes >> 20,
+            if f.pythons.is_empty() {
+                "no python".to_string()
+            } else {
+                f.pythons.iter().map(|(n, p)| format!("{n} {}", p.version)).collect::<Vec<_>>().join(", ")
+            }
+        ),
+        _ => format!(
+            "{}: unreachable ({}: {})",
+            r.node,
+            r.error_kind.map(|k| k.as_str()).unwrap_or_default(),
+            r.message.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+/// Probes all nodes concurrently; one thread per node (they wait on the network, not the
+/// CPU), results in the order the nodes were given.
+pub fn probe_nodes(
+    nodes: &[Destination],
+    settings: &SshSettings,
+    pythons: &[String],
+    deadline: Duration,
+    progress: &(dyn Fn(&NodeReport) + Sync),
+) -> Result<Inventory> {
+    let config = ssh::write_config(settings, nodes)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(nodes.len().clamp(1, 128))
+        .build()
+        .map_err(|e| Error::internal(format!("thread pool: {e}")))?;
+    let reports: Vec<Result<NodeReport>> = pool.install(|| {
+        use rayon::prelude::*;
+        nodes
+            .par_iter()
+            .map(|d| {
+                let r = probe_one(&config, d, pythons, deadline)?;
+                progress(&r);
+                Ok(r)
+            })
+            .collect()
+    });
+    let nodes = reports.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok(Inventory {
+        format_version: schema::FORMAT_VERSION,
+        kind: "inventory".into(),
+        created_by: schema::created_by(),
+        ssh: settings.clone(),
+        pythons_asked: pythons.to_vec(),
+        nodes,
+    })
+}
+
+fn probe_one(config: &std::path::Path, d: &Destination, pythons: &[String], deadline: Duration) -> Result<NodeReport> {
+    let mut words = vec!["sh".to_string(), "-s".into(), "--".into()];
+    words.extend(pythons.iter().cloned());
+    let argv = ssh::command_argv(config, d, &ssh::remote_quote(&words));
+    let out = Cmd::new(argv).stdin(SCRIPT).deadline(deadline).output()?;
+    let ms = out.elapsed.as_millis() as u64;
+    let error = |kind: ErrorKind, message: String| NodeReport {
+        node: d.key(),
+        status: NodeStatus::Error,
+        error_kind: Some(kind),
+        message: Some(message),
+        facts: None,
+        elapsed_ms: ms,
+    };
+    let stderr = out.stderr_trimmed();
+    match out.status {
+        Status::TimedOut => {
+            return Ok(error(ErrorKind::Timeout, format!("no answer within the {}s probe deadline; ssh was killed", deadline.as_secs())));
+        }
+        Status::Exited(255) => return Ok(error(classify_ssh_error(&stderr), stderr)),
+        _ => {}
+    }
+    let text = out.stdout_str();
+    if !text.contains("pytest_cloud_probe_end=1") {
+        let msg = format!("the probe script did not finish (exit {}): {}", out.status.shell_code(), stderr);
+        return Ok(error(ErrorKind::ProbeFailed, msg));
+    }
+    match parse_facts(&text) {
+        Err((kind, msg)) => Ok(error(kind, msg)),
+        Ok(facts) => {
+            if facts.pythons.is_empty() {
+                let msg = format!("none of the interpreters {} was found on the node", pythons.join(", "));
+                let mut r = error(ErrorKind::NoPython, msg);
+                r.facts = Some(facts);
+                return Ok(r);
+            }
+            Ok(NodeReport { node: d.key(), status: NodeStatus::Ok, error_kind: None, message: None, facts: Some(facts), elapsed_ms: ms })
+        }
+    }
+}
+
+/// Maps ssh's own words (exit 255) to an error kind; the message is kept verbatim beside it.
+pub fn classify_ssh_error(stderr: &str) -> ErrorKind {
+    let s = stderr.to_ascii_lowercase();
+    if s.contains("connection refused") {
+        ErrorKind::Refused
+    } else if s.contains("timed out") || s.contains("timeout") {
+        ErrorKind::Timeout
+    } else if s.contains("host key verification failed")
+        || s.contains("remote host identification has changed")
+        || s.contains("host key is known")
+        || s.contains("no matching host key")
+    {
+        ErrorKind::HostKey
+    } else if s.contains("permission denied") || s.contains("too many authentication failures") {
+        ErrorKind::Auth
+    } else if s.contains("could not resolve hostname") || s.contains("name or service not known") || s.contains("nodename nor servname") {
+        ErrorKind::Dns
+    } else if s.contains("no route to host") || s.contains("network is unreachable") {
+        ErrorKind::Unreachable
+    } else {
+        ErrorKind::Ssh
+    }
+}
+
+/// Reads the probe script's key=value lines. Pure, for tests.
+pub fn parse_facts(text: &str) -> std::result::Result<Facts, (ErrorKind, String)> {
+    let mut kv: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            kv.entry(k.trim()).or_default().push(v.trim_end());
+        }
+    }
+    let one = |k: &str| kv.get(k).and_then(|v| v.first().copied()).unwrap_or("");
+    let os = one("os").to_string();
+    if os != "Linux" && os != "Darwin" {
+        return Err((ErrorKind::UnsupportedOs, format!("unsupported operating system {os:?}: pytest-cloud probes Linux and macOS nodes")));
+    }
+    let num = |k: &str| one(k).trim().parse::<u64>().ok();
+    let online = num("cpus").filter(|&c| c > 0).ok_or_else(|| (ErrorKind::ProbeFailed, "the node did not report its CPU count".to_string()))?;
+    let mut cpus = online;
+    for q in kv.get("cgroup_cpu_max").into_iter().flatten() {
+        let mut it = q.split_whitespace();
+        if let (Some(quota), Some(period)) = (it.next(), it.next()) {
+            if let (Ok(quota), Ok(period)) = (quota.parse::<i64>(), period.parse::<i64>()) {
+                if quota > 0 && period > 0 {
+                    // A quota of 1.5 CPUs allows one full process; never below 1.
+                    cpus = cpus.min(((quota / period) as u64).max(1));
+                }
+            }
+        }
+    }
+    let mem_total = num("mem_total_kb").map(|k| k * 1024).ok_or_else(|| (ErrorKind::ProbeFailed, "the node did not report its memory".to_string()))?;
+    let mut avail = match num("mem_available_kb") {
+        Some(k) => k * 1024,
+        None => kv
+            .get("mem_pages")
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                Some(it.next()?.parse::<u64>().ok()? * it.next()?.parse::<u64>().ok()?)
+            })
+            .sum(),
+    };
+    for m in kv.get("cgroup_memory_max").into_iter().flatten() {
+        if let Ok(limit) = m.trim().parse::<u64>() {
+            avail = avail.min(limit);
+        }
+    }
+    let mut pythons = BTreeMap::new();
+    for p in kv.get("python").into_iter().flatten() {
+        let parts: Vec<&str> = p.split('\t').collect();
+        if let [name, path, version] = parts[..] {
+            pythons.insert(name.to_string(), PythonInfo { path: path.into(), version: version.into() });
+        }
+    }
+    Ok(Facts {
+        os,
+        arch: one("arch").into(),
+        hostname: one("hostname").into(),
+        user: one("user").into(),
+        home: one("home").into(),
+        cpus: cpus.min(u32::MAX as u64) as u32,
+        mem_total_bytes: mem_total,
+        mem_available_bytes: avail,
+        rsync_version: kv.get("rsync").and_then(|v| v.first()).filter(|s| !s.is_empty()).map(|s| s.to_string()),
+        pythons,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINUX: &str = "pytest_cloud_probe=1\nos=Linux\narch=x86_64\nhostname=h\nuser=u\nhome=/home/u\ncpus=8\n\
+        mem_total_kb=16000000\nmem_available_kb=8000000\ncgroup_memory_max=max\ncgroup_cpu_max=max 100000\n\
+        rsync=3.2.7\npython=python3\t/usr/bin/python3\t3.11.2\npytest_cloud_probe_end=1\n";
+
+    #[test]
+    fn parses_linux_facts() {
+        let f = parse_facts(LINUX).unwrap();
+        assert_eq!((f.cpus, f.mem_total_bytes, f.mem_available_bytes), (8, 16_000_000 * 1024, 8_000_000 * 1024));
+        assert_eq!(f.rsync_version.as_deref(), Some("3.2.7"));
+        assert_eq!(f.pythons["python3"], PythonInfo { path: "/usr/bin/python3".into(), version: "3.11.2".into() });
+        assert_eq!(f.home, "/home/u");
+    }
+
+    #[test]
+    fn cgroup_limits_lower_cpus_and_memory() {
+        let t = LINUX.replace("cgroup_cpu_max=max 100000", "cgroup_cpu_max=250000 100000\ncgroup_cpu_max=max 100000")
+            .replace("cgroup_memory_max=max", "cgroup_memory_max=1073741824");
+        let f = parse_facts(&t).unwrap();
+        assert_eq!(f.cpus, 2);
+        assert_eq!(f.mem_available_bytes, 1 << 30);
+        let tiny = LINUX.replace("cgroup_cpu_max=max 100000", "cgroup_cpu_max=50000 100000");
+        assert_eq!(parse_facts(&tiny).unwrap().cpus, 1, "a fractional quota still allows one process");
+    }
+
+    #[test]
+    fn missing_rsync_and_unknown_os() {
+        let f = parse_facts(&LINUX.replace("rsync=3.2.7\n", "")).unwrap();
+        assert_eq!(f.rsync_version, None);
+        let e = parse_facts(&LINUX.replace("os=Linux", "os=SunOS")).unwrap_err();
+        assert_eq!(e.0, ErrorKind::UnsupportedOs);
+        assert!(e.1.contains("SunOS"));
+        assert_eq!(parse_facts(&LINUX.replace("cpus=8\n", "")).unwrap_err().0, ErrorKind::ProbeFailed);
+    }
+
+    #[test]
+    fn darwin_memory_from_pages() {
+        let t = "os=Darwin\narch=arm64\ncpus=10\nmem_total_kb=16777216\nmem_pages=1000 16384\nmem_pages=500 16384\n";
+        let f = parse_facts(t).unwrap();
+        assert_eq!(f.mem_available_bytes, 1500 * 16384);
+    }
+
+    #[test]
+    fn ssh_errors_are_classified() {
+        let cases = [
+            ("ssh: connect to host 127.0.0.9 port 22: Connection refused", ErrorKind::Refused),
+            ("Connection timed out during banner exchange", ErrorKind::Timeout),
+            ("bob@h: Permission denied (publickey).", ErrorKind::Auth),
+            ("Host key verification failed.", ErrorKind::HostKey),
+            ("ssh: Could not resolve hostname nope: Name or service not known", ErrorKind::Dns),
+            ("ssh: connect to host 10.1.1.1 port 22: No route to host", ErrorKind::Unreachable),
+            ("kex_exchange_identification: read: Connection reset by peer", ErrorKind::Ssh),
+        ];
+        for (msg, kind) in cases {
+            assert_eq!(classify_ssh_error(msg), kind, "{msg}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! pytest-cloud: probe ssh nodes, plan pytest-xdist workers, sync the project, run the suite.
+//! The binary is a thin shell over these modules; the launcher calls the same functions
+//! in-process that the subcommands expose.
+
+pub mod cli;
+pub mod cmd;
+pub mod error;
+pub mod proc;
+pub mod project;
+pub mod schema;
+pub mod ssh;

@@ -1,0 +1,61 @@
+# pytest-cloud node probe: POSIX sh, no Python packages needed. Arguments: interpreter names.
+# Prints key=value lines; the Rust side (src/cmd/probe.rs) interprets them. Never fails early:
+# whatever it cannot read it leaves out.
+echo "pytest_cloud_probe=1"
+os=$(uname -s 2>/dev/null)
+echo "os=$os"
+echo "arch=$(uname -m 2>/dev/null)"
+echo "hostname=$(uname -n 2>/dev/null)"
+echo "user=$(id -un 2>/dev/null)"
+echo "home=$HOME"
+case "$os" in
+Linux)
+    # nproc honours the affinity mask (taskset, cpusets).
+    echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null)"
+    while read -r key val unit; do
+        case "$key" in
+        MemTotal:) echo "mem_total_kb=$val" ;;
+        MemAvailable:) echo "mem_available_kb=$val" ;;
+        esac
+    done < /proc/meminfo
+    # cgroup v2: limits of our cgroup and every ancestor apply.
+    cg=$(sed -n 's/^0:://p' /proc/self/cgroup 2>/dev/null)
+    if [ -n "$cg" ] && [ -d /sys/fs/cgroup ]; then
+        p=$cg
+        while :; do
+            d=/sys/fs/cgroup${p%/}
+            [ -r "$d/cpu.max" ] && echo "cgroup_cpu_max=$(cat "$d/cpu.max")"
+            [ -r "$d/memory.max" ] && echo "cgroup_memory_max=$(cat "$d/memory.max")"
+            [ "$p" = "/" ] || [ -z "$p" ] && break
+            p=$(dirname "$p")
+        done
+    fi
+    # cgroup v1
+    if [ -r /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+        echo "cgroup_cpu_max=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"
+    fi
+    if [ -r /sys/fs/cgroup/memory/memory.limit_in_bytes ]; then
+        echo "cgroup_memory_max=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
+    fi
+    ;;
+Darwin)
+    echo "cpus=$(sysctl -n hw.logicalcpu 2>/dev/null)"
+    echo "mem_total_kb=$(( $(sysctl -n hw.memsize) / 1024 ))"
+    ps=$(sysctl -n hw.pagesize 2>/dev/null)
+    vm_stat 2>/dev/null | while IFS=: read -r k v; do
+        v=$(echo "$v" | tr -dc 0-9)
+        case "$k" in
+        "Pages free"|"Pages inactive"|"Pages speculative"|"Pages purgeable") echo "mem_pages=$v $ps" ;;
+        esac
+    done
+    ;;
+esac
+if command -v rsync >/dev/null 2>&1; then
+    echo "rsync=$(rsync --version 2>/dev/null | sed -n '1s/.*version \([^ ]*\).*/\1/p')"
+fi
+for py in "$@"; do
+    path=$(command -v "$py" 2>/dev/null) || continue
+    ver=$("$path" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || continue
+    printf 'python=%s\t%s\t%s\n' "$py" "$path" "$ver"
+done
+echo "pytest_cloud_probe_end=1"

@@ -1,0 +1,252 @@
+//! The one place that spawns processes. It keeps three failures apart: the tool could not be
+//! started (say how to install it), it exited non-zero (code, trimmed stderr, the argv), or it
+//! ran past its deadline (killed, nothing left running). Argument vectors only: never a local
+//! `sh -c` string. Output is captured by duct on its own threads, so a chatty child cannot
+//! deadlock us.
+
+use crate::error::{Error, Exit};
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A command to run: argv, optional stdin bytes, environment additions, working directory and
+/// deadline.
+#[derive(Debug, Clone, Default)]
+pub struct Cmd {
+    pub argv: Vec<OsString>,
+    pub stdin: Option<Vec<u8>>,
+    pub env: Vec<(OsString, OsString)>,
+    pub dir: Option<PathBuf>,
+    pub deadline: Option<Duration>,
+}
+
+/// How a finished child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Exited(i32),
+    Signaled(i32),
+    /// Killed by us at the deadline.
+    TimedOut,
+}
+
+impl Status {
+    pub fn success(self) -> bool {
+        self == Status::Exited(0)
+    }
+    /// The shell convention: the code, or 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            Status::Exited(c) => c,
+            Status::Signaled(s) => 128 + s,
+            Status::TimedOut => 124,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: Status,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_trimmed(&self) -> String {
+        trim_message(&String::from_utf8_lossy(&self.stderr))
+    }
+}
+
+impl Cmd {
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Cmd { argv: argv.into_iter().map(Into::into).collect(), ..Default::default() }
+    }
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+    pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn dir(mut self, d: impl Into<PathBuf>) -> Self {
+        self.dir = Some(d.into());
+        self
+    }
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
+        self
+    }
+
+    /// The argv as a shell would need it typed, for messages.
+    pub fn display(&self) -> String {
+        let words: Vec<String> =
+            self.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        shell_words::join(words)
+    }
+
+    fn program(&self) -> String {
+        self.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    fn expression(&self) -> duct::Expression {
+        let mut e = duct::cmd(&self.argv[0], &self.argv[1..]);
+        e = match &self.stdin {
+            Some(b) => e.stdin_bytes(b.clone()),
+            None => e.stdin_null(),
+        };
+        for (k, v) in &self.env {
+            e = e.env(k, v);
+        }
+        if let Some(d) = &self.dir {
+            e = e.dir(d);
+        }
+        e.stdout_capture().stderr_capture().unchecked()
+    }
+
+    /// Runs to completion (or the deadline) and returns whatever status it ended with.
+    /// Only a failure to start is an `Err`.
+    pub fn output(&self) -> Result<Output, Error> {
+        let start = Instant::now();
+        let handle = self.expression().start().map_err(|e| self.start_error(e))?;
+        let out = match self.deadline {
+            None => handle.wait().map_err(|e| self.start_error(e))?.clone(),
+            Some(limit) => loop {
+                if let Some(out) = handle.try_wait().map_err(|e| self.start_error(e))? {
+                    break out.clone();
+                }
+                if start.elapsed() >= limit {
+                    // kill() sends SIGKILL and reaps the child; duct's reader threads end
+                    // with the pipes.
+                    let _ = handle.kill();
+                    return Ok(Output {
+                        status: Status::TimedOut,
+                        stdout: Vec::new(),
+                        stderr: Vec::new(),
+                        elapsed: start.elapsed(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            },
+        };
+        Ok(Output {
+            status: status_of(&out.status),
+            stdout: out.stdout,
+            stderr: out.stderr,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Runs and requires exit 0; otherwise an error naming the command, its code and stderr.
+    pub fn checked(&self) -> Result<Output, Error> {
+        let out = self.output()?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(Error::new(Exit::Partial, self.failure_message(&out)))
+        }
+    }
+
+    pub fn failure_message(&self, out: &Output) -> String {
+        let how = match out.status {
+            Status::Exited(c) => format!("exited with status {c}"),
+            Status::Signaled(s) => format!("was killed by signal {s}"),
+            Status::TimedOut => "ran past its deadline and was killed".to_string(),
+        };
+        let err = out.stderr_trimmed();
+        if err.is_empty() {
+            format!("`{}` {how}", self.display())
+        } else {
+            format!("`{}` {how}: {err}", self.display())
+        }
+    }
+
+    fn start_error(&self, e: io::Error) -> Error {
+        let prog = self.program();
+        if e.kind() == io::ErrorKind::NotFound {
+            Error::new(Exit::MissingTool, format!("{prog}: not found on PATH. {}", install_hint(&prog)))
+        } else {
+            Error::new(Exit::Io, format!("could not run `{}`: {e}", self.display()))
+        }
+    }
+}
+
+#[cfg(unix)]
+fn status_of(s: &std::process::ExitStatus) -> Status {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => Status::Exited(c),
+        (None, Some(sig)) => Status::Signaled(sig),
+        (None, None) => Status::Exited(-1),
+    }
+}
+
+/// How to get a tool we shell out to.
+pub fn install_hint(program: &str) -> &'static str {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    match base {
+        "ssh" => "Install OpenSSH's client (Debian: apt-get install openssh-client; macOS: built in).",
+        "rsync" => "Install rsync on this machine and on every node (Debian: apt-get install rsync; macOS: brew install rsync).",
+        "parallel" => "Install GNU parallel (Debian: apt-get install parallel; macOS: brew install parallel).",
+        p if p.starts_with("python") => "Install Python 3 or pass the interpreter with --python.",
+        _ => "Install it or put it on PATH.",
+    }
+}
+
+/// The last few non-empty lines of a child's stderr, for a one-paragraph message.
+pub fn trim_message(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
+    let tail = if lines.len() > 6 { &lines[lines.len() - 6..] } else { &lines[..] };
+    let joined = tail.join("\n");
+    if joined.len() > 2000 { joined[joined.len() - 2000..].to_string() } else { joined }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tool_is_its_own_error_with_a_hint() {
+        let err = Cmd::new(["pytest-cloud-no-such-tool"]).output().unwrap_err();
+        assert_eq!(err.exit, Exit::MissingTool);
+        assert!(err.message.contains("not found on PATH"), "{}", err.message);
+    }
+
+    #[test]
+    fn nonzero_exit_names_the_command_and_stderr() {
+        let cmd = Cmd::new(["sh", "-c", "echo boom >&2; exit 3"]);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status, Status::Exited(3));
+        let msg = cmd.failure_message(&out);
+        assert!(msg.contains("exited with status 3") && msg.contains("boom"), "{msg}");
+        assert!(msg.contains("'echo boom >&2; exit 3'"), "argv is shell-quoted: {msg}");
+    }
+
+    #[test]
+    fn deadline_kills_the_child() {
+        let out = Cmd::new(["sleep", "30"]).deadline(Duration::from_millis(200)).output().unwrap();
+        assert_eq!(out.status, Status::TimedOut);
+        assert!(out.elapsed < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn signal_is_reported_as_128_plus_n() {
+        let out = Cmd::new(["sh", "-c", "kill -TERM $$"]).output().unwrap();
+        assert_eq!(out.status, Status::Signaled(15));
+        assert_eq!(out.status.shell_code(), 143);
+    }
+
+    #[test]
+    fn stdin_reaches_the_child() {
+        let out = Cmd::new(["cat"]).stdin("hello").checked().unwrap();
+        assert_eq!(out.stdout, b"hello");
+    }
+}

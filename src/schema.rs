@@ -1,0 +1,284 @@
+//! Every JSON document pytest-cloud reads or writes. The user-facing description with one
+//! example per kind is `share/doc/schema.md`; change both together.
+//!
+//! Rules (format_version 1):
+//! - every document is one JSON object with `format_version` (an integer, the major version)
+//!   and `kind` (`inventory`, `plan`, `sync`, `session`); `exec` writes JSON Lines records
+//!   `{"type": ..., "data": ...}` instead;
+//! - readers ignore unknown fields and refuse a newer `format_version` with a hint;
+//! - keys are snake_case with units in their names; enums are strings; maps are ordered, so
+//!   the same input prints byte-identical output;
+//! - each stage carries forward the document it read (`plan.inventory`, `sync.plan`), so a
+//!   saved document restarts the pipeline.
+//!
+//! Changelog: 1 — first version.
+
+use crate::error::{Error, Exit, Result};
+use crate::ssh::SshSettings;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+pub fn created_by() -> String {
+    format!("pytest-cloud {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// `probe`'s output: every node asked for, reachable or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub format_version: u32,
+    pub kind: String,
+    pub created_by: String,
+    pub ssh: SshSettings,
+    /// The interpreter names the probe looked for on every node.
+    pub pythons_asked: Vec<String>,
+    pub nodes: Vec<NodeReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    Ok,
+    Error,
+}
+
+/// Why a node could not be used. Strings on the wire; see share/doc/schema.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// TCP connection refused.
+    Refused,
+    /// No answer within the connect timeout or the probe deadline (includes a node that
+    /// accepts TCP but never sends an ssh banner).
+    Timeout,
+    /// ssh authentication failed.
+    Auth,
+    /// The host key is unknown or changed.
+    HostKey,
+    /// The host name does not resolve.
+    Dns,
+    /// No route / network unreachable.
+    Unreachable,
+    /// ssh failed for another reason (exit 255); the message is ssh's own.
+    Ssh,
+    /// Reachable, but none of the asked-for Python interpreters is there.
+    NoPython,
+    /// Reachable, but the OS is not one the probe understands.
+    UnsupportedOs,
+    /// Reachable, but the probe script failed or printed something unreadable.
+    ProbeFailed,
+    /// The plan gives this node no slot (CPU, memory or --max-processes).
+    NoSlots,
+    /// rsync is not installed on the node.
+    NoRsync,
+    /// The virtualenv's base interpreter is missing on the node or has another version.
+    PythonMismatch,
+    /// rsync to the node failed.
+    SyncFailed,
+    /// The node's target directory exists, is not empty and was not made by pytest-cloud.
+    UnsafeTarget,
+    /// Another run holds the node's directory lock.
+    Locked,
+    /// Installing a develop egg on the node failed.
+    DevelopFailed,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The node as given, canonical `[user@]host[:port]` (or an ssh alias).
+    pub node: String,
+    pub status: NodeStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
+    /// ssh's (or the probe's) own message when status is error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<Facts>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    pub os: String,
+    pub arch: String,
+    pub hostname: String,
+    pub user: String,
+    pub home: String,
+    /// Logical CPUs usable by this user: affinity, lowered by a cgroup CPU quota.
+    pub cpus: u32,
+    pub mem_total_bytes: u64,
+    /// MemAvailable, lowered by a cgroup memory limit when that is tighter.
+    pub mem_available_bytes: u64,
+    /// `rsync --version`'s version number; None when rsync is missing.
+    pub rsync_version: Option<String>,
+    /// Interpreter name -> where it is and its version, for each one found.
+    pub pythons: BTreeMap<String, PythonInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonInfo {
+    pub path: String,
+    pub version: String,
+}
+
+/// `plan`'s output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub kind: String,
+    pub created_by: String,
+    pub options: PlanOptions,
+    /// The local project root the plan was made for (absolute).
+    pub source: String,
+    pub total_slots: u32,
+    pub nodes: Vec<PlannedNode>,
+    pub dropped: Vec<Dropped>,
+    pub inventory: Inventory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOptions {
+    pub mem_per_process_mb: Option<u64>,
+    pub max_processes: Option<u32>,
+    pub python: String,
+    pub chdir: String,
+    /// The project's virtualenv, relative to the project root; None when there is none.
+    pub virtualenv_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedNode {
+    pub node: String,
+    pub slots: u32,
+    /// Stable, readable worker ids: `<label>-<i>`.
+    pub workers: Vec<String>,
+    /// Absolute directory on the node: `<home>/<chdir>`.
+    pub remote_dir: String,
+    /// The interpreter workers use on the node (the synced venv's, or the probed one).
+    pub python: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub node: String,
+    /// Which stage dropped it: probe, plan, sync.
+    pub stage: String,
+    pub error_kind: ErrorKind,
+    pub message: String,
+}
+
+/// Reads one document from stdin, refusing a terminal (which would hang) and empty input.
+pub fn read_stdin_document(what: &str) -> Result<Value> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(Error::new(
+            Exit::NoInput,
+            format!("expected a {what} document on stdin, but stdin is a terminal; pipe one in, e.g. `pytest-cloud probe --node HOST | pytest-cloud plan`"),
+        ));
+    }
+    let mut text = String::new();
+    stdin.lock().read_to_string(&mut text).map_err(|e| Error::io("reading stdin", e))?;
+    parse_envelope(&text, what)
+}
+
+/// Parses text as a document and checks its envelope (not yet its kind).
+pub fn parse_envelope(text: &str, what: &str) -> Result<Value> {
+    if text.trim().is_empty() {
+        return Err(Error::new(Exit::NoInput, format!("expected a {what} document on stdin, got no input (did the previous stage fail?)")));
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        Error::bad_input(format!("stdin is not a valid JSON document ({e}); expected a {what} document from pytest-cloud"))
+    })?;
+    let obj = v.as_object().ok_or_else(|| Error::bad_input(format!("stdin is JSON but not an object; expected a {what} document")))?;
+    let version = obj.get("format_version").and_then(Value::as_u64).ok_or_else(|| {
+        Error::bad_input(format!("stdin has no integer \"format_version\"; expected a {what} document from pytest-cloud"))
+    })?;
+    if version > FORMAT_VERSION as u64 {
+        return Err(Error::bad_input(format!(
+            "the input has format_version {version}, newer than this pytest-cloud understands ({FORMAT_VERSION}); \
+             use the same pytest-cloud version for every stage, or upgrade this one"
+        )));
+    }
+    if obj.get("kind").and_then(Value::as_str).is_none() {
+        return Err(Error::bad_input(format!("stdin has no \"kind\"; expected a {what} document")));
+    }
+    Ok(v)
+}
+
+pub fn kind_of(v: &Value) -> &str {
+    v.get("kind").and_then(Value::as_str).unwrap_or("")
+}
+
+/// Deserializes a checked document into its type, naming the field that is wrong.
+pub fn from_value<T: DeserializeOwned>(v: Value, what: &str) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| Error::bad_input(format!("the {what} document does not match its schema: {e}")))
+}
+
+/// Takes a document and returns the plan inside it (a plan, or a later stage carrying one).
+pub fn plan_from(v: Value, what: &str) -> Result<Plan> {
+    match kind_of(&v) {
+        "plan" => from_value(v, "plan"),
+        "sync" | "session" => {
+            let inner = v.get("plan").cloned().ok_or_else(|| Error::bad_input(format!("the {} document carries no \"plan\"", kind_of(&v))))?;
+            from_value(inner, "plan")
+        }
+        k => Err(Error::bad_input(format!("expected a {what} document, got kind {k:?}"))),
+    }
+}
+
+/// Serializes a document (pretty, with a trailing newline) for stdout.
+pub fn to_pretty<T: Serialize>(doc: &T) -> String {
+    let mut s = serde_json::to_string_pretty(doc).expect("documents always serialize");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_newer_major_version_with_a_hint() {
+        let e = parse_envelope(r#"{"format_version": 2, "kind": "inventory"}"#, "inventory").unwrap_err();
+        assert_eq!(e.exit, Exit::BadInput);
+        assert!(e.message.contains("newer") && e.message.contains("upgrade"), "{}", e.message);
+    }
+
+    #[test]
+    fn empty_and_garbage_inputs_are_explained() {
+        assert_eq!(parse_envelope("  \n", "plan").unwrap_err().exit, Exit::NoInput);
+        assert_eq!(parse_envelope("{\"format_version\": 1, \"kind\"", "plan").unwrap_err().exit, Exit::BadInput);
+        assert_eq!(parse_envelope("[1]", "plan").unwrap_err().exit, Exit::BadInput);
+        assert_eq!(parse_envelope("{\"kind\": \"plan\"}", "plan").unwrap_err().exit, Exit::BadInput);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let v = parse_envelope(
+            r#"{"format_version":1,"kind":"inventory","created_by":"x","future":true,
+               "ssh":{"config_file":null,"connect_timeout_s":5,"control_persist_s":0,"new":1},
+               "pythons_asked":["python3"],"nodes":[]}"#,
+            "inventory",
+        )
+        .unwrap();
+        let inv: Inventory = from_value(v, "inventory").unwrap();
+        assert!(inv.nodes.is_empty());
+    }
+
+    #[test]
+    fn error_kinds_are_snake_case_strings() {
+        assert_eq!(ErrorKind::HostKey.as_str(), "host_key");
+        assert_eq!(ErrorKind::NoPython.as_str(), "no_python");
+    }
+}
