@@ -66,6 +66,9 @@ pub struct ProbeArgs {
     /// Space-separated nodes. Repeatable.
     #[arg(long = "nodes", value_name = "'N1 N2 ...'")]
     pub nodes: Vec<String>,
+    /// `--node` and `--nodes` values interleaved as they were given (filled in by main).
+    #[arg(skip)]
+    pub node_order: Vec<(bool, String)>,
     /// Also read nodes from a document on stdin (an inventory or {"kind":"nodes"}); implied
     /// when no --node/--nodes is given.
     #[arg(long)]

@@ -1,11 +1,18 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use pytest_cloud::cli::{Cli, Command};
 use pytest_cloud::cmd;
 use pytest_cloud::error::Exit;
 use std::io::Write;
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        if let (Command::Probe(a), Some(("probe", sub))) = (&mut cli.command, m.subcommand()) {
+            a.node_order = cmd::probe::nodes_in_command_line_order(sub);
+        }
+        Ok(cli)
+    });
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind as K;

@@ -22,8 +22,20 @@ use std::time::Duration;
 const SCRIPT: &str = include_str!("../probe.sh");
 
 pub fn run(args: &ProbeArgs, out: &mut dyn Write) -> Result<Outcome> {
-    let mut raw: Vec<String> = args.node.clone();
-    raw.extend(args.nodes.iter().cloned());
+    let given: Vec<(bool, String)> = if args.node_order.is_empty() {
+        args.node.iter().map(|n| (true, n.clone())).chain(args.nodes.iter().map(|n| (false, n.clone()))).collect()
+    } else {
+        args.node_order.clone()
+    };
+    let mut raw = Vec::new();
+    for (single, value) in given {
+        if single && value.trim().contains(char::is_whitespace) {
+            return Err(Error::usage(format!(
+                "invalid node: {value:?} contains spaces; give one node per --node, or a space-separated list with --nodes"
+            )));
+        }
+        raw.push(value);
+    }
     let mut settings = SshSettings::default();
     if raw.is_empty() || args.stdin {
         let doc = schema::read_stdin_document("nodes or inventory")?;
@@ -61,6 +73,19 @@ pub fn run(args: &ProbeArgs, out: &mut dyn Write) -> Result<Outcome> {
         n if n == inventory.nodes.len() => Outcome::Complete,
         _ => Outcome::Partial,
     })
+}
+
+/// `--node` (true) and `--nodes` (false) values in the order they appeared, so that
+/// de-duplication keeps the first one the user wrote.
+pub fn nodes_in_command_line_order(m: &clap::ArgMatches) -> Vec<(bool, String)> {
+    let mut v: Vec<(usize, bool, String)> = Vec::new();
+    for (id, single) in [("node", true), ("nodes", false)] {
+        if let (Some(idx), Some(vals)) = (m.indices_of(id), m.get_many::<String>(id)) {
+            v.extend(idx.zip(vals).map(|(i, s)| (i, single, s.clone())));
+        }
+    }
+    v.sort_by_key(|(i, _, _)| *i);
+    v.into_iter().map(|(_, single, s)| (single, s)).collect()
 }
 
 /// Command-line ssh options override those carried in a document.

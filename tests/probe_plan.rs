@@ -1,0 +1,208 @@
+//! `probe` and `plan` end to end: real sshd nodes on loopback, plus golden stdin -> stdout
+//! pairs for `plan` and the input errors of both.
+
+mod common;
+
+use assert_cmd::Command;
+use common::cluster::Cluster;
+use predicates::prelude::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn bin() -> Command {
+    Command::cargo_bin("pytest-cloud").unwrap()
+}
+
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+fn nproc() -> u64 {
+    let out = std::process::Command::new("nproc").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// ssh client processes (not sshd) whose command line names `word`.
+fn ssh_processes_naming(word: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.first().map(|a| a == "ssh" || a.ends_with("/ssh")).unwrap_or(false) && args.iter().any(|a| a == word) {
+            found.push(args.join(" "));
+        }
+    }
+    found
+}
+
+#[test]
+fn probe_then_plan_keeps_good_nodes_and_explains_the_dropped_ones() {
+    let c = Cluster::up(3);
+    c.refuse("gone");
+    c.hang("hung", 60);
+    let cfg = c.ssh_config();
+    let probe = bin()
+        .args(["probe", "--ssh-config"])
+        .arg(&cfg)
+        .args(["--nodes", "node1 node2 node3", "--node", "gone", "--node", "hung", "--connect-timeout", "2"])
+        .assert()
+        .code(1);
+    let inv = json(&probe.get_output().stdout);
+    let stderr = String::from_utf8_lossy(&probe.get_output().stderr).into_owned();
+    assert_eq!(inv["kind"], "inventory");
+    let nodes = inv["nodes"].as_array().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    assert_eq!(names, ["node1", "node2", "node3", "gone", "hung"], "order as given");
+    let homes: std::collections::BTreeSet<&str> = nodes[..3].iter().map(|n| n["facts"]["home"].as_str().unwrap()).collect();
+    assert_eq!(homes.len(), 3, "each node is its own user with its own home");
+    for n in &nodes[..3] {
+        assert_eq!(n["status"], "ok", "{n}");
+        assert_eq!(n["facts"]["cpus"].as_u64().unwrap(), nproc());
+        assert!(n["facts"]["mem_available_bytes"].as_u64().unwrap() > 0);
+        assert!(n["facts"]["rsync_version"].is_string());
+        assert!(n["facts"]["pythons"]["python3"]["version"].as_str().unwrap().starts_with("3."));
+    }
+    assert_eq!(nodes[3]["error_kind"], "refused");
+    assert!(nodes[3]["message"].as_str().unwrap().contains("Connection refused"));
+    assert_eq!(nodes[4]["error_kind"], "timeout");
+    assert!(stderr.contains("gone: unreachable (refused"), "{stderr}");
+    assert!(ssh_processes_naming("hung").is_empty(), "the hung node's ssh is gone: {:?}", ssh_processes_naming("hung"));
+
+    let plan = bin().args(["plan", "--mem-per-process", "100", "--explain", "--chdir", "pc_test"]).write_stdin(probe.get_output().stdout.clone()).assert().code(1);
+    let plan_doc = json(&plan.get_output().stdout);
+    let explain = String::from_utf8_lossy(&plan.get_output().stderr).into_owned();
+    let planned = plan_doc["nodes"].as_array().unwrap();
+    assert_eq!(planned.len(), 3);
+    for (i, n) in planned.iter().enumerate() {
+        assert_eq!(n["slots"].as_u64().unwrap(), nproc());
+        assert_eq!(n["workers"][0], format!("node{}-0", i + 1));
+        assert!(n["remote_dir"].as_str().unwrap().ends_with("/pc_test"));
+    }
+    let dropped: Vec<(&str, &str)> = plan_doc["dropped"].as_array().unwrap().iter().map(|d| (d["node"].as_str().unwrap(), d["error_kind"].as_str().unwrap())).collect();
+    assert_eq!(dropped, [("gone", "refused"), ("hung", "timeout")]);
+    assert!(explain.contains("MiB per process"), "{explain}");
+    assert_eq!(plan_doc["inventory"], inv, "the plan carries its inventory forward");
+}
+
+#[test]
+fn probe_reads_nodes_from_stdin_and_counts_one_connection_per_node() {
+    let c = Cluster::up(2);
+    let before = c.connections("node1");
+    let out = bin()
+        .args(["probe", "-q", "--ssh-config"])
+        .arg(c.ssh_config())
+        .write_stdin(r#"{"format_version": 1, "kind": "nodes", "nodes": ["node1", "node2", "node1"]}"#)
+        .assert()
+        .success()
+        .stderr("");
+    let inv = json(&out.get_output().stdout);
+    assert_eq!(inv["nodes"].as_array().unwrap().len(), 2, "de-duplicated");
+    assert_eq!(c.connections("node1"), before + 1);
+    // Re-probing from an inventory reuses the shared connection: no new authentication.
+    bin().args(["probe", "-q"]).write_stdin(out.get_output().stdout.clone()).assert().success();
+    assert_eq!(c.connections("node1"), before + 1, "ControlMaster connection reused");
+}
+
+#[test]
+fn probe_reports_missing_python_as_no_python() {
+    let c = Cluster::up(1);
+    let out = bin()
+        .args(["probe", "--python", "python9.99", "--node", "node1", "--ssh-config"])
+        .arg(c.ssh_config())
+        .assert()
+        .code(69);
+    let inv = json(&out.get_output().stdout);
+    assert_eq!(inv["nodes"][0]["error_kind"], "no_python");
+    assert!(inv["nodes"][0]["message"].as_str().unwrap().contains("python9.99"));
+}
+
+#[test]
+fn bad_nodes_are_usage_errors_before_any_connection() {
+    for bad in ["a;rm -rf /", "host:99999", "a b", "a@b@", "h:0"] {
+        bin()
+            .args(["probe", "--node", "fine", &format!("--node={bad}")])
+            .assert()
+            .code(64)
+            .stdout("")
+            .stderr(predicate::str::contains("invalid node"));
+    }
+    bin().args(["probe", "--node=-oProxyCommand=touch /tmp/x"]).assert().code(64).stdout("");
+    bin().args(["probe", "--nodes", "   "]).assert().code(64).stderr(predicate::str::contains("empty node"));
+}
+
+fn inventory_fixture() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan/inventory.in.json")).unwrap()
+}
+
+fn project_fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/project")
+}
+
+/// Golden pairs: `<case>.args` (one argument per line) applied to inventory.in.json must
+/// print `<case>.out.json` byte for byte (with @SOURCE@ and @VERSION@ substituted), twice.
+#[test]
+fn plan_golden_pairs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan");
+    let source = std::fs::canonicalize(project_fixture()).unwrap();
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.extension().map(|e| e != "args").unwrap_or(true) {
+            continue;
+        }
+        let args: Vec<String> = std::fs::read_to_string(&p).unwrap().lines().map(String::from).collect();
+        let expected = std::fs::read_to_string(p.with_extension("out.json"))
+            .unwrap_or_default()
+            .replace("@SOURCE@", &source.display().to_string())
+            .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+        for _ in 0..2 {
+            let out = bin().arg("plan").args(&args).arg("--source").arg(&source).env_remove("VIRTUAL_ENV").write_stdin(inventory_fixture()).output().unwrap();
+            let got = String::from_utf8(out.stdout).unwrap();
+            if std::env::var_os("PYTEST_CLOUD_BLESS").is_some() {
+                let blessed = got.replace(&source.display().to_string(), "@SOURCE@").replace(env!("CARGO_PKG_VERSION"), "@VERSION@");
+                std::fs::write(p.with_extension("out.json"), blessed).unwrap();
+                continue;
+            }
+            assert_eq!(got, expected, "golden case {}", p.display());
+        }
+        cases += 1;
+    }
+    assert!(cases >= 3, "golden cases found: {cases}");
+}
+
+#[test]
+fn plan_refuses_bad_numbers_and_dangerous_chdirs() {
+    for bad in [["--mem-per-process", "0"], ["--mem-per-process", "-5"], ["--max-processes", "0"], ["--max-processes", "lots"], ["--mem-per-process", "1.5"]] {
+        bin().arg("plan").args(bad).write_stdin(inventory_fixture()).assert().code(64).stdout("");
+    }
+    for chdir in ["", ".", "..", "../x", "~", "/", "/tmp/x", "a/../../b"] {
+        bin()
+            .args(["plan", "--chdir", chdir, "--source"])
+            .arg(project_fixture())
+            .write_stdin(inventory_fixture())
+            .assert()
+            .code(64)
+            .stdout("")
+            .stderr(predicate::str::contains("--chdir"));
+    }
+}
+
+#[test]
+fn plan_with_no_node_left_exits_69_with_reasons() {
+    bin()
+        .args(["plan", "--mem-per-process", "100000000", "--chdir", "x", "--source"])
+        .arg(project_fixture())
+        .write_stdin(inventory_fixture())
+        .assert()
+        .code(69)
+        .stderr(predicate::str::contains("none of the given nodes can run tests").and(predicate::str::contains("bob@node2:2222: ")));
+}
+
+#[test]
+fn plan_input_errors() {
+    bin().arg("plan").write_stdin("").assert().code(66).stderr(predicate::str::contains("no input"));
+    bin().arg("plan").write_stdin("{\"format_version\": 1, ").assert().code(65).stderr(predicate::str::contains("not a valid JSON"));
+    bin().arg("plan").write_stdin(r#"{"format_version": 9, "kind": "inventory"}"#).assert().code(65).stderr(predicate::str::contains("newer"));
+    bin().arg("plan").write_stdin(r#"{"format_version": 1, "kind": "recipe"}"#).assert().code(65).stderr(predicate::str::contains("\"recipe\""));
+    bin().arg("plan").write_stdin(r#"{"format_version": 1, "kind": "inventory", "nodes": 3}"#).assert().code(65).stderr(predicate::str::contains("schema"));
+}
