@@ -524,3 +524,33 @@ fn non_root_mode_runs_every_node_as_the_caller() {
     assert_eq!(live_processes_mentioning(&dir_text), Vec::<String>::new());
     assert_eq!(live_processes_of_user(&user.name), Vec::<String>::new());
 }
+
+#[test]
+fn failed_up_names_the_node_shows_its_log_and_cleans_up() {
+    // Something on the wildcard address takes the port from every loopback address.
+    let blocker = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = blocker.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(script())
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--port", &port, "up", "2"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("node1 (127.77.") && err.contains("node2 (127.77."),
+        "{err}"
+    );
+    assert!(
+        err.contains("Address already in use"),
+        "the sshd log tail: {err}"
+    );
+    assert!(!dir.path().exists(), "a failed up removes its DIR");
+    assert_eq!(
+        live_processes_mentioning(&format!("{}/", dir.path().display())),
+        Vec::<String>::new()
+    );
+}
