@@ -39,7 +39,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  pytest-cloud sync < plan.json | pytest-cloud exec --per slot -- sh -c 'echo {node} {slot}/{slots}'")]
     Exec(ExecArgs),
     /// Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist.
-    #[command(after_help = "Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke")]
+    #[command(disable_help_flag = true, after_help = "Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke")]
     Pytest(PytestArgs),
 }
 

@@ -1,9 +1,493 @@
-//! `pytest-cloud pytest`: not implemented yet.
+//! `pytest-cloud pytest [--cloud-* options] [pytest args]`: the launcher.
+//!
+//! Runs probe -> plan -> sync in-process (the same functions as the subcommands), then
+//! replaces itself with the project's own pytest (`<venv>/bin/python -m pytest`) as the
+//! pytest-xdist controller, one `--tx` ssh worker per planned slot. Every argument that is not
+//! a `--cloud-*` option reaches pytest untouched, and pytest's exit code is the launcher's
+//! (signals and Ctrl-C go straight to pytest, because it *is* this process by then).
+//!
+//! Output: pytest's own report. A short header (nodes, slots, dropped nodes and why) goes to
+//! stderr. With `--cloud-prepare` nothing is run: a `session` document (the xdist arguments
+//! and the sync document) is printed on stdout instead, which is how the pytest plugin uses
+//! the binary.
+//! Exit codes: pytest's (0-5) once it runs; before that 64 usage, 69 no usable node,
+//! 72 missing tool, 75 a node's directory is locked.
+//!
+//! Example: `pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke`
 
 use crate::cli::PytestArgs;
-use crate::error::{Error, Outcome, Result};
+use crate::cmd::{emit, say};
+use crate::error::{Error, Exit, Outcome, Result};
+use crate::project;
+use crate::schema::{self, Plan, PlannedNode};
+use crate::ssh::{self, Destination, SshSettings};
+use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
 
-pub fn run(_args: &PytestArgs, _out: &mut dyn Write) -> Result<Outcome> {
-    Err(Error::usage("`pytest-cloud pytest` is not implemented yet"))
+/// The glue loaded into the controller (and only there): see its docstring.
+pub const GLUE_PY: &str = include_str!("../../share/pytest-cloud-plugin/src/pytest_cloud/glue.py");
+
+/// sshd's default MaxSessions: sessions one shared connection may carry.
+pub const SESSIONS_PER_CONNECTION: usize = 10;
+
+/// The launcher's own options; everything else goes to pytest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CloudOptions {
+    /// `--cloud-node` / `--cloud-nodes` values in the order given.
+    pub nodes: Vec<String>,
+    pub python: Option<String>,
+    pub chdir: Option<String>,
+    pub virtualenv_path: Option<PathBuf>,
+    pub mem_per_process_mb: Option<u64>,
+    pub max_processes: Option<u32>,
+    pub rsync_bandwidth_limit_kbps: Option<u64>,
+    pub rsync_max_processes: Option<u32>,
+    pub rsync_cipher: Option<String>,
+    pub ssh_config: Option<PathBuf>,
+    pub connect_timeout_s: Option<u64>,
+    pub develop_eggs: Vec<PathBuf>,
+    pub timings: bool,
+    pub prepare: bool,
+    pub quiet: bool,
+    pub help: bool,
+}
+
+/// (name, takes a value, help). The one list the parser, `--cloud-help` and the docs share.
+pub const OPTIONS: &[(&str, bool, &str)] = &[
+    ("--cloud-node", true, "node to run tests on: [user@]host[:port] or an ssh alias; repeatable"),
+    ("--cloud-nodes", true, "space-separated nodes; repeatable"),
+    ("--cloud-python", true, "interpreter name on the nodes for the probe [default: python3]"),
+    ("--cloud-chdir", true, "directory on the nodes, relative to the remote home [default: pytest_<user>_<project>]"),
+    ("--cloud-virtualenv-path", true, "the project's virtualenv, inside the project [default: $VIRTUAL_ENV, .venv, venv]"),
+    ("--cloud-mem-per-process", true, "MiB one test process needs; caps processes per node"),
+    ("--cloud-max-processes", true, "at most this many processes per node"),
+    ("--cloud-rsync-bandwidth-limit", true, "KB/s per rsync process, 0 = unlimited [default: 5000]"),
+    ("--cloud-rsync-max-processes", true, "rsync processes at once [default: all nodes]"),
+    ("--cloud-rsync-cipher", true, "ssh cipher for rsync [default: aes128-gcm@openssh.com]"),
+    ("--cloud-ssh-config", true, "ssh config file for every ssh call [default: ssh's own]"),
+    ("--cloud-connect-timeout", true, "ssh ConnectTimeout in seconds [default: 5]"),
+    ("--cloud-develop-egg", true, "package directory inside the project to install in develop mode on the nodes; repeatable"),
+    ("--cloud-timings", false, "print how long each phase took (stderr)"),
+    ("--cloud-prepare", false, "probe, plan and sync, then print a session document instead of running pytest"),
+    ("--cloud-quiet", false, "no header or progress on stderr"),
+    ("--cloud-help", false, "this help"),
+];
+
+/// Splits the launcher's arguments into cloud options and pytest's arguments. Both
+/// `--opt=value` and `--opt value` work, as with pytest; `--` ends option scanning.
+pub fn split_args(args: &[String]) -> Result<(CloudOptions, Vec<String>)> {
+    let mut o = CloudOptions::default();
+    let mut rest = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if a == "--" {
+            rest.extend(args[i - 1..].iter().cloned());
+            break;
+        }
+        if !a.starts_with("--cloud-") {
+            rest.push(a.clone());
+            continue;
+        }
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        let Some(&(_, takes_value, _)) = OPTIONS.iter().find(|(n, _, _)| *n == name) else {
+            return Err(Error::usage(format!("unknown option {name}; see `pytest-cloud pytest --cloud-help`")));
+        };
+        let value = if takes_value {
+            match inline {
+                Some(v) => v,
+                None => {
+                    let v = args.get(i).cloned().ok_or_else(|| Error::usage(format!("{name} needs a value")))?;
+                    i += 1;
+                    v
+                }
+            }
+        } else {
+            if inline.is_some() {
+                return Err(Error::usage(format!("{name} takes no value")));
+            }
+            String::new()
+        };
+        let num = |v: &str| crate::cli::positive_u64(v).map_err(|m| Error::usage(format!("{name}: {m}")));
+        match name {
+            "--cloud-node" => {
+                if value.trim().contains(char::is_whitespace) {
+                    return Err(Error::usage(format!("invalid node: {value:?} contains spaces; use --cloud-nodes for a list")));
+                }
+                o.nodes.push(value)
+            }
+            "--cloud-nodes" => o.nodes.extend(value.split_whitespace().map(String::from)),
+            "--cloud-python" => o.python = Some(value),
+            "--cloud-chdir" => o.chdir = Some(value),
+            "--cloud-virtualenv-path" => o.virtualenv_path = Some(value.into()),
+            "--cloud-mem-per-process" => o.mem_per_process_mb = Some(num(&value)?),
+            "--cloud-max-processes" => o.max_processes = Some(crate::cli::positive_u32(&value).map_err(|m| Error::usage(format!("{name}: {m}")))?),
+            "--cloud-rsync-bandwidth-limit" => {
+                o.rsync_bandwidth_limit_kbps = Some(value.trim().parse().map_err(|_| Error::usage(format!("{name}: {value:?} is not a whole number of KB/s (0 = unlimited)")))?)
+            }
+            "--cloud-rsync-max-processes" => o.rsync_max_processes = Some(crate::cli::positive_u32(&value).map_err(|m| Error::usage(format!("{name}: {m}")))?),
+            "--cloud-rsync-cipher" => o.rsync_cipher = Some(value),
+            "--cloud-ssh-config" => o.ssh_config = Some(value.into()),
+            "--cloud-connect-timeout" => o.connect_timeout_s = Some(num(&value)?),
+            "--cloud-develop-egg" => o.develop_eggs.push(value.into()),
+            "--cloud-timings" => o.timings = true,
+            "--cloud-prepare" => o.prepare = true,
+            "--cloud-quiet" => o.quiet = true,
+            "--cloud-help" => o.help = true,
+            _ => unreachable!("every name in OPTIONS is matched"),
+        }
+    }
+    Ok((o, rest))
+}
+
+/// Refuses pytest arguments that would take the workers out of the plan's hands.
+pub fn check_pytest_args(args: &[String]) -> Result<()> {
+    for a in args.iter().take_while(|a| *a != "--") {
+        let name = a.split_once('=').map(|(n, _)| n).unwrap_or(a);
+        let bad = matches!(name, "-n" | "--numprocesses" | "--tx" | "--px" | "--rsyncdir")
+            || (a.starts_with("-n") && a.len() > 2 && a[2..].chars().all(|c| c.is_ascii_digit()))
+            || a == "-nauto";
+        if bad {
+            return Err(Error::usage(format!(
+                "{a}: pytest-cloud decides the workers from the plan; drop this option \
+                 (use --cloud-max-processes or --cloud-mem-per-process to size them)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the user chose a distribution mode (`--dist X`, `--dist=X`, `-d`).
+pub fn has_dist_choice(args: &[String]) -> bool {
+    args.iter().take_while(|a| *a != "--").any(|a| a == "--dist" || a.starts_with("--dist=") || a == "-d" || a.starts_with("--distload"))
+}
+
+pub fn has_option(args: &[String], name: &str) -> bool {
+    args.iter().take_while(|a| *a != "--").any(|a| a == name || a.starts_with(&format!("{name}=")))
+}
+
+/// What the plugin (or `--cloud-prepare`) needs to point xdist at the nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct XdistArgs {
+    pub tx: Vec<String>,
+    pub dist: String,
+    pub max_worker_restart: usize,
+}
+
+/// One `--tx` per worker: `ssh=<target>//ssh_config=<cfg>//python=<py>//chdir=<dir>//id=<worker>`.
+/// Workers of a node share one ssh connection; past sshd's MaxSessions a node's workers are
+/// spread over further connections (a config per group, differing only in ControlPath).
+pub fn xdist_specs(nodes: &[PlannedNode], config_for_group: &dyn Fn(usize) -> Result<PathBuf>) -> Result<Vec<String>> {
+    let mut tx = Vec::new();
+    for n in nodes {
+        let dest = Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("node in plan: {m}")))?;
+        for (i, worker) in n.workers.iter().enumerate() {
+            let cfg = config_for_group(i / SESSIONS_PER_CONNECTION)?;
+            for (what, v) in [("remote_dir", &n.remote_dir), ("python", &n.python), ("worker", worker)] {
+                if v.contains("//") || v.contains(char::is_whitespace) {
+                    return Err(Error::usage(format!("{what} {v:?} of node {} cannot travel in an xdist spec (no '//' or spaces)", n.node)));
+                }
+            }
+            tx.push(format!(
+                "ssh={}//ssh_config={}//python={}//chdir={}//id={}",
+                dest.ssh_target(),
+                cfg.display(),
+                n.python,
+                n.remote_dir,
+                worker
+            ));
+        }
+    }
+    Ok(tx)
+}
+
+/// The session document: what `--cloud-prepare` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub format_version: u32,
+    pub kind: String,
+    pub created_by: String,
+    pub rootdir: String,
+    /// The local interpreter that runs pytest (the project's venv).
+    pub python: String,
+    pub xdist: XdistArgs,
+    /// Environment the controller needs (the glue).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The lines of the stderr header.
+    pub header: Vec<String>,
+    pub timings_ms: std::collections::BTreeMap<String, u64>,
+    /// The sync document this session runs on (which carries the plan and inventory).
+    pub sync: serde_json::Value,
+}
+
+pub fn run(args: &PytestArgs, out: &mut dyn Write) -> Result<Outcome> {
+    let (opts, pytest_args) = split_args(&args.rest)?;
+    if opts.help || pytest_args.is_empty() && opts.nodes.is_empty() || pytest_args == ["--help"] || pytest_args == ["-h"] {
+        print_help();
+        return Ok(Outcome::Complete);
+    }
+    check_pytest_args(&pytest_args)?;
+    let session = prepare(&opts, &pytest_args)?;
+    if opts.prepare {
+        emit(out, &schema::to_pretty(&session))?;
+        return Ok(Outcome::Complete);
+    }
+    exec_pytest(&session, &opts, &pytest_args)
+}
+
+fn print_help() {
+    println!("Usage: pytest-cloud pytest [--cloud-* options] [pytest arguments]\n");
+    println!("Runs pytest with pytest-xdist workers on the given ssh nodes. Cloud options:");
+    for (name, takes, help) in OPTIONS {
+        let n = if *takes { format!("{name}=VALUE") } else { name.to_string() };
+        println!("  {n:<36} {help}");
+    }
+    println!("\nEverything else goes to pytest unchanged. Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke");
+}
+
+/// probe -> plan -> sync, in-process. Returns the session that runs pytest.
+pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
+    let quiet = opts.quiet;
+    let mut timings = std::collections::BTreeMap::new();
+    if opts.nodes.is_empty() {
+        return Err(Error::usage("no nodes given: use --cloud-node HOST or --cloud-nodes 'H1 H2'"));
+    }
+    let nodes = ssh::parse_nodes(opts.nodes.iter().map(String::as_str))?;
+    let root = project::project_root(None)?;
+    let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
+    let venv = project::find_venv(&root, opts.virtualenv_path.as_deref(), virtual_env.as_deref())?.ok_or_else(|| {
+        Error::usage(format!(
+            "no virtualenv in the project root {}: pytest-cloud syncs the project's own venv to the nodes. \
+             Create one (python3 -m venv .venv) or name it with --cloud-virtualenv-path",
+            root.display()
+        ))
+    })?;
+    let local_python = root.join(&venv.rel).join("bin/python");
+    say(quiet, format!("pytest-cloud: project {} (virtualenv {}: {})", root.display(), venv.rel.display(), venv.why));
+
+    let mut settings = SshSettings::default();
+    if let Some(c) = &opts.ssh_config {
+        settings.config_file = Some(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
+    }
+    if let Some(t) = opts.connect_timeout_s {
+        settings.connect_timeout_s = t;
+    }
+    let t = Instant::now();
+    let pythons = vec![opts.python.clone().unwrap_or_else(|| "python3".into())];
+    let deadline = std::time::Duration::from_secs(settings.connect_timeout_s + 15);
+    let inventory = crate::cmd::probe::probe_nodes(&nodes, &settings, &pythons, deadline, &|_| {})?;
+    timings.insert("probe".to_string(), t.elapsed().as_millis() as u64);
+
+    let t = Instant::now();
+    let venv_rel = venv.rel.clone();
+    let options = crate::cmd::plan::resolve_options(
+        &root,
+        opts.mem_per_process_mb,
+        opts.max_processes,
+        opts.python.clone(),
+        opts.chdir.clone(),
+        Some(&root.join(&venv_rel)),
+        &inventory,
+    )?;
+    let (plan, _) = crate::cmd::plan::make_plan(&inventory, options, &root);
+    timings.insert("plan".to_string(), t.elapsed().as_millis() as u64);
+    if plan.nodes.is_empty() {
+        crate::cmd::plan::report(&plan, false);
+        return Err(Error::new(Exit::NoNodes, "no node is left to run tests on"));
+    }
+
+    let t = Instant::now();
+    let synced = sync_for_launcher(&plan, opts)?;
+    timings.insert("sync".to_string(), t.elapsed().as_millis() as u64);
+
+    let mut header = Vec::new();
+    for n in &synced.nodes {
+        header.push(format!("{}: {} slots ({})", n.node, n.slots, n.workers.join(" ")));
+    }
+    for d in &synced.dropped {
+        header.push(format!("{}: dropped at {} ({}: {})", d.node, d.stage, d.error_kind.as_str(), d.message.lines().next().unwrap_or("")));
+    }
+    for line in &header {
+        say(quiet, format!("pytest-cloud: {line}"));
+    }
+    if synced.nodes.is_empty() {
+        return Err(Error::new(Exit::NoNodes, "none of the given nodes can run tests (see the reasons above)"));
+    }
+
+    let group_configs = |g: usize| -> Result<PathBuf> { ssh::write_config_group(&plan.inventory.ssh, &nodes, g) };
+    let tx = xdist_specs(&synced.nodes, &group_configs)?;
+    let workers = tx.len();
+    let dist = if has_dist_choice(pytest_args) { String::new() } else { "load".to_string() };
+    let glue_dir = write_glue()?;
+    let mut env = std::collections::BTreeMap::new();
+    env.insert("PYTEST_CLOUD_ROOTDIR".to_string(), root.display().to_string());
+    env.insert("PYTEST_CLOUD_GLUE_DIR".to_string(), glue_dir.display().to_string());
+    Ok(Session {
+        format_version: schema::FORMAT_VERSION,
+        kind: "session".into(),
+        created_by: schema::created_by(),
+        rootdir: root.display().to_string(),
+        python: local_python.display().to_string(),
+        xdist: XdistArgs { tx, dist, max_worker_restart: workers },
+        env,
+        header,
+        timings_ms: timings,
+        sync: synced.document,
+    })
+}
+
+/// The nodes that sync left usable, the ones dropped on the way, and the sync document.
+pub struct Synced {
+    pub nodes: Vec<PlannedNode>,
+    pub dropped: Vec<schema::Dropped>,
+    pub document: serde_json::Value,
+}
+
+fn sync_for_launcher(_plan: &Plan, _opts: &CloudOptions) -> Result<Synced> {
+    Err(Error::usage("the launcher's sync step is not wired up yet"))
+}
+
+/// Writes the glue module into the private runtime dir (content-addressed) and returns the
+/// directory to put on the controller's PYTHONPATH.
+pub fn write_glue() -> Result<PathBuf> {
+    let dir = ssh::runtime_dir()?.join(format!("glue-{:016x}", ssh::fnv1a(GLUE_PY.as_bytes())));
+    let file = dir.join("pytest_cloud_glue.py");
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(GLUE_PY) {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        tmp.write_all(GLUE_PY.as_bytes()).map_err(|e| Error::io(file.display(), e))?;
+        tmp.persist(&file).map_err(|e| Error::io(file.display(), e.error))?;
+    }
+    Ok(dir)
+}
+
+/// The controller's argv: the project's python running pytest with the user's arguments and
+/// the workers.
+pub fn controller_argv(session: &Session, pytest_args: &[String]) -> Vec<String> {
+    let mut argv = vec![session.python.clone(), "-m".into(), "pytest".into()];
+    // Ours go first so that a user's `--` (everything after it positional) stays last.
+    for tx in &session.xdist.tx {
+        argv.push("--tx".into());
+        argv.push(tx.clone());
+    }
+    if !session.xdist.dist.is_empty() {
+        argv.push(format!("--dist={}", session.xdist.dist));
+    }
+    if !has_option(pytest_args, "--max-worker-restart") && !has_option(pytest_args, "--maxworkerrestart") {
+        argv.push(format!("--max-worker-restart={}", session.xdist.max_worker_restart));
+    }
+    argv.extend(pytest_args.iter().cloned());
+    argv
+}
+
+fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String]) -> Result<Outcome> {
+    use std::os::unix::process::CommandExt;
+    let argv = controller_argv(session, pytest_args);
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    let glue_dir = &session.env["PYTEST_CLOUD_GLUE_DIR"];
+    let pythonpath = match std::env::var("PYTHONPATH") {
+        Ok(p) if !p.is_empty() => format!("{glue_dir}:{p}"),
+        _ => glue_dir.clone(),
+    };
+    let plugins = match std::env::var("PYTEST_PLUGINS") {
+        Ok(p) if !p.is_empty() => format!("{p},pytest_cloud_glue"),
+        _ => "pytest_cloud_glue".to_string(),
+    };
+    cmd.env("PYTHONPATH", pythonpath).env("PYTEST_PLUGINS", plugins).env("PYTEST_CLOUD_ROOTDIR", &session.rootdir);
+    if opts.timings {
+        cmd.env("PYTEST_CLOUD_TIMINGS", serde_json::to_string(&session.timings_ms).unwrap_or_default());
+    }
+    // exec: from here pytest is this process; its exit code and signals are ours.
+    let err = cmd.exec();
+    Err(Error::new(
+        if err.kind() == std::io::ErrorKind::NotFound { Exit::MissingTool } else { Exit::Io },
+        format!("could not start the project's pytest `{}`: {err}", argv[0]),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn cloud_options_in_both_forms_and_the_rest_untouched() {
+        let (o, rest) = split_args(&s(&[
+            "tests/", "--cloud-node=a", "-k", "x or y", "--cloud-nodes", "b c", "--cloud-mem-per-process", "100",
+            "--cloud-rsync-bandwidth-limit=0", "--cloud-timings", "-x", "--", "--cloud-node=z",
+        ]))
+        .unwrap();
+        assert_eq!(o.nodes, ["a", "b", "c"]);
+        assert_eq!(o.mem_per_process_mb, Some(100));
+        assert_eq!(o.rsync_bandwidth_limit_kbps, Some(0));
+        assert!(o.timings);
+        assert_eq!(rest, s(&["tests/", "-k", "x or y", "-x", "--", "--cloud-node=z"]));
+    }
+
+    #[test]
+    fn bad_cloud_options_are_usage_errors() {
+        for bad in [&["--cloud-nodez=a"][..], &["--cloud-node"], &["--cloud-mem-per-process=0"], &["--cloud-max-processes=-1"], &["--cloud-timings=yes"], &["--cloud-node", "a b"]] {
+            assert_eq!(split_args(&s(bad)).unwrap_err().exit, Exit::Usage, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn worker_options_that_fight_the_plan_are_refused() {
+        for bad in ["-n", "-n4", "--numprocesses=3", "--tx=popen", "-nauto"] {
+            assert!(check_pytest_args(&s(&[bad])).is_err(), "{bad}");
+        }
+        assert!(check_pytest_args(&s(&["-k", "n4", "--", "-n4"])).is_ok());
+    }
+
+    #[test]
+    fn dist_defaults_to_load_unless_chosen() {
+        assert!(!has_dist_choice(&s(&["-k", "x"])));
+        assert!(has_dist_choice(&s(&["--dist", "loadscope"])));
+        assert!(has_dist_choice(&s(&["--dist=worksteal"])));
+    }
+
+    #[test]
+    fn specs_group_workers_by_max_sessions() {
+        let node = PlannedNode {
+            node: "bob@h:2200".into(),
+            slots: 12,
+            workers: (0..12).map(|i| format!("bob_h_2200-{i}")).collect(),
+            remote_dir: "/home/bob/pc".into(),
+            python: "/home/bob/pc/.venv/bin/python".into(),
+        };
+        let tx = xdist_specs(&[node], &|g| Ok(PathBuf::from(format!("/r/cfg-{g}")))).unwrap();
+        assert_eq!(tx.len(), 12);
+        assert_eq!(tx[0], "ssh=bob@pytest-cloud.h.2200//ssh_config=/r/cfg-0//python=/home/bob/pc/.venv/bin/python//chdir=/home/bob/pc//id=bob_h_2200-0");
+        assert!(tx[9].contains("cfg-0") && tx[10].contains("cfg-1"));
+    }
+
+    #[test]
+    fn controller_argv_keeps_user_args_last() {
+        let session = Session {
+            format_version: 1,
+            kind: "session".into(),
+            created_by: String::new(),
+            rootdir: "/p".into(),
+            python: "/p/.venv/bin/python".into(),
+            xdist: XdistArgs { tx: vec!["ssh=a".into()], dist: "load".into(), max_worker_restart: 2 },
+            env: Default::default(),
+            header: vec![],
+            timings_ms: Default::default(),
+            sync: serde_json::Value::Null,
+        };
+        let argv = controller_argv(&session, &s(&["tests", "--", "x"]));
+        assert_eq!(argv, s(&["/p/.venv/bin/python", "-m", "pytest", "--tx", "ssh=a", "--dist=load", "--max-worker-restart=2", "tests", "--", "x"]));
+        let argv = controller_argv(&session, &s(&["--max-worker-restart=0"]));
+        assert!(!argv.contains(&"--max-worker-restart=2".to_string()));
+    }
 }
