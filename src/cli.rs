@@ -41,6 +41,15 @@ pub enum Command {
     /// Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist.
     #[command(disable_help_flag = true, after_help = "Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke")]
     Pytest(PytestArgs),
+    /// Print a shell completion script (generated from these very definitions) on stdout.
+    #[command(after_help = "Examples:\n  \
+        pytest-cloud completions bash > ~/.local/share/bash-completion/completions/pytest-cloud\n  \
+        pytest-cloud completions zsh > ~/.zfunc/_pytest-cloud   # with fpath+=(~/.zfunc) in ~/.zshrc\n  \
+        pytest-cloud completions fish > ~/.config/fish/completions/pytest-cloud.fish")]
+    Completions(CompletionsArgs),
+    /// Write the man pages (roff) into a directory; used by scripts/gen-share.
+    #[command(hide = true, after_help = "Example:\n  pytest-cloud man share/man/man1 && man -l share/man/man1/pytest-cloud-plan.1")]
+    Man(ManArgs),
 }
 
 /// ssh behaviour shared by every stage.
@@ -145,4 +154,28 @@ pub fn positive_u64(s: &str) -> Result<u64, String> {
 pub fn positive_u32(s: &str) -> Result<u32, String> {
     let n = positive_u64(s)?;
     u32::try_from(n).map_err(|_| format!("{s:?} is too large"))
+}
+
+// ---- completions and man (packaging) ----
+
+/// Shells `pytest-cloud completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// Shell to write the completion script for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Directory to write pytest-cloud.1 and pytest-cloud-<subcommand>.1 into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }

@@ -32,6 +32,8 @@ fn main() {
         Command::Sync(a) => cmd::sync::run(a, &mut out),
         Command::Exec(a) => cmd::exec::run(a, &mut out),
         Command::Pytest(a) => cmd::pytest::run(a, &mut out),
+        Command::Completions(a) => cmd::completions::run(a, &mut out),
+        Command::Man(a) => cmd::man::run(a, &mut out),
     };
     let _ = out.flush();
     match result {

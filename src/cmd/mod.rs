@@ -1,6 +1,8 @@
 //! One module per subcommand, each the same shape: `run(args, out) -> Result<Outcome>`.
 
+pub mod completions;
 pub mod exec;
+pub mod man;
 pub mod plan;
 pub mod probe;
 pub mod pytest;

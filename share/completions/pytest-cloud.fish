@@ -1,0 +1,65 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_pytest_cloud_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_pytest_cloud_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_pytest_cloud_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_pytest_cloud_using_subcommand
+    set -l cmd (__fish_pytest_cloud_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -s h -l help -d 'Print help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -s V -l version -d 'Print version'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "probe" -d 'Probe nodes over ssh, concurrently: CPUs, memory, Python, rsync. Writes an inventory'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "plan" -d 'Plan test processes per node from an inventory on stdin. Writes a plan'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "sync" -d 'Rsync the project root (virtualenv included) to every planned node. Writes a sync document'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "exec" -d 'Run a command on every synced node or slot. Writes JSON Lines'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "completions" -d 'Print a shell completion script (generated from these very definitions) on stdout'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l node -d 'Node to probe: [user@]host[:port] or an ssh config alias. Repeatable' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l nodes -d 'Space-separated nodes. Repeatable' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l python -d 'Python interpreter name or path to look for on each node. Repeatable' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l deadline -d 'Give up on a node after this many seconds in all (its ssh is killed)' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l ssh-config -d 'ssh config file used for every ssh call (as `ssh -F`); default: ssh\'s own (~/.ssh/config and /etc/ssh/ssh_config)' -r -F
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l connect-timeout -d 'ssh ConnectTimeout in seconds (TCP connect and banner)' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l control-persist -d 'Keep each node\'s shared ssh connection open this long after use; 0 = no sharing' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l stdin -d 'Also read nodes from a document on stdin (an inventory or {"kind":"nodes"}); implied when no --node/--nodes is given'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -s q -l quiet -d 'No progress on stderr'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -s h -l help -d 'Print help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l mem-per-process -d 'Memory one test process needs, in MiB; caps slots at floor(available / this)' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l max-processes -d 'At most this many processes per node' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l python -d 'Interpreter on the nodes when the project has no virtualenv' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l chdir -d 'Directory on each node, relative to the remote home [default: pytest_<local user>_<project root name>]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l virtualenv-path -d 'The project\'s virtualenv, inside the project root [default: detected]' -r -F
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l source -d 'Project root [default: pytest\'s rootdir of the current directory]' -r -F
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l explain -d 'Print the arithmetic per node on stderr'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -s q -l quiet -d 'No progress on stderr'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -s h -l help -d 'Print help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -s h -l help -d 'Print help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -s h -l help -d 'Print help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -s h -l help -d 'Print help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "probe" -d 'Probe nodes over ssh, concurrently: CPUs, memory, Python, rsync. Writes an inventory'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "plan" -d 'Plan test processes per node from an inventory on stdin. Writes a plan'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "sync" -d 'Rsync the project root (virtualenv included) to every planned node. Writes a sync document'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "exec" -d 'Run a command on every synced node or slot. Writes JSON Lines'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "completions" -d 'Print a shell completion script (generated from these very definitions) on stdout'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

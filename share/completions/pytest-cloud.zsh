@@ -1,0 +1,235 @@
+#compdef pytest-cloud
+
+autoload -U is-at-least
+
+_pytest-cloud() {
+    typeset -A opt_args
+    typeset -a _arguments_options
+    local ret=1
+
+    if is-at-least 5.2; then
+        _arguments_options=(-s -S -C)
+    else
+        _arguments_options=(-s -C)
+    fi
+
+    local context curcontext="$curcontext" state line
+    _arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+":: :_pytest-cloud_commands" \
+"*::: :->pytest-cloud" \
+&& ret=0
+    case $state in
+    (pytest-cloud)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:pytest-cloud-command-$line[1]:"
+        case $line[1] in
+            (probe)
+_arguments "${_arguments_options[@]}" : \
+'*--node=[Node to probe\: \[user@\]host\[\:port\] or an ssh config alias. Repeatable]:NODE:_default' \
+'*--nodes=[Space-separated nodes. Repeatable]:'N1 N2 ...':_default' \
+'*--python=[Python interpreter name or path to look for on each node. Repeatable]:NAME:_default' \
+'--deadline=[Give up on a node after this many seconds in all (its ssh is killed)]:SECS:_default' \
+'--ssh-config=[ssh config file used for every ssh call (as \`ssh -F\`); default\: ssh'\''s own (~/.ssh/config and /etc/ssh/ssh_config)]:FILE:_files' \
+'--connect-timeout=[ssh ConnectTimeout in seconds (TCP connect and banner)]:SECS:_default' \
+'--control-persist=[Keep each node'\''s shared ssh connection open this long after use; 0 = no sharing]:SECS:_default' \
+'--stdin[Also read nodes from a document on stdin (an inventory or {"kind"\:"nodes"}); implied when no --node/--nodes is given]' \
+'-q[No progress on stderr]' \
+'--quiet[No progress on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(plan)
+_arguments "${_arguments_options[@]}" : \
+'--mem-per-process=[Memory one test process needs, in MiB; caps slots at floor(available / this)]:MB:_default' \
+'--max-processes=[At most this many processes per node]:N:_default' \
+'--python=[Interpreter on the nodes when the project has no virtualenv]:NAME:_default' \
+'--chdir=[Directory on each node, relative to the remote home \[default\: pytest_<local user>_<project root name>\]]:DIR:_default' \
+'--virtualenv-path=[The project'\''s virtualenv, inside the project root \[default\: detected\]]:PATH:_files' \
+'--source=[Project root \[default\: pytest'\''s rootdir of the current directory\]]:DIR:_files' \
+'--explain[Print the arithmetic per node on stderr]' \
+'-q[No progress on stderr]' \
+'--quiet[No progress on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(sync)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::rest -- Arguments (see `pytest-cloud sync --help` once implemented):_default' \
+&& ret=0
+;;
+(exec)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::rest:_default' \
+&& ret=0
+;;
+(pytest)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::rest:_default' \
+&& ret=0
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+':shell -- Shell to write the completion script for:(bash zsh fish)' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_pytest-cloud__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:pytest-cloud-help-command-$line[1]:"
+        case $line[1] in
+            (probe)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(plan)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(sync)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(exec)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(pytest)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+}
+
+(( $+functions[_pytest-cloud_commands] )) ||
+_pytest-cloud_commands() {
+    local commands; commands=(
+'probe:Probe nodes over ssh, concurrently\: CPUs, memory, Python, rsync. Writes an inventory' \
+'plan:Plan test processes per node from an inventory on stdin. Writes a plan' \
+'sync:Rsync the project root (virtualenv included) to every planned node. Writes a sync document' \
+'exec:Run a command on every synced node or slot. Writes JSON Lines' \
+'pytest:Run pytest with its workers on the nodes\: probe, plan, sync, then pytest-xdist' \
+'completions:Print a shell completion script (generated from these very definitions) on stdout' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'pytest-cloud commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__completions_commands] )) ||
+_pytest-cloud__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud completions commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__exec_commands] )) ||
+_pytest-cloud__subcmd__exec_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud exec commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__help_commands] )) ||
+_pytest-cloud__subcmd__help_commands() {
+    local commands; commands=(
+'probe:Probe nodes over ssh, concurrently\: CPUs, memory, Python, rsync. Writes an inventory' \
+'plan:Plan test processes per node from an inventory on stdin. Writes a plan' \
+'sync:Rsync the project root (virtualenv included) to every planned node. Writes a sync document' \
+'exec:Run a command on every synced node or slot. Writes JSON Lines' \
+'pytest:Run pytest with its workers on the nodes\: probe, plan, sync, then pytest-xdist' \
+'completions:Print a shell completion script (generated from these very definitions) on stdout' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'pytest-cloud help commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__help__subcmd__completions_commands] )) ||
+_pytest-cloud__subcmd__help__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud help completions commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__help__subcmd__exec_commands] )) ||
+_pytest-cloud__subcmd__help__subcmd__exec_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud help exec commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__help__subcmd__help_commands] )) ||
+_pytest-cloud__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud help help commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__help__subcmd__plan_commands] )) ||
+_pytest-cloud__subcmd__help__subcmd__plan_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud help plan commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__help__subcmd__probe_commands] )) ||
+_pytest-cloud__subcmd__help__subcmd__probe_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud help probe commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__help__subcmd__pytest_commands] )) ||
+_pytest-cloud__subcmd__help__subcmd__pytest_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud help pytest commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__help__subcmd__sync_commands] )) ||
+_pytest-cloud__subcmd__help__subcmd__sync_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud help sync commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__plan_commands] )) ||
+_pytest-cloud__subcmd__plan_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud plan commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__probe_commands] )) ||
+_pytest-cloud__subcmd__probe_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud probe commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__pytest_commands] )) ||
+_pytest-cloud__subcmd__pytest_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud pytest commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__sync_commands] )) ||
+_pytest-cloud__subcmd__sync_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud sync commands' commands "$@"
+}
+
+if [ "$funcstack[1]" = "_pytest-cloud" ]; then
+    _pytest-cloud "$@"
+else
+    compdef _pytest-cloud pytest-cloud
+fi
