@@ -299,7 +299,7 @@ _pytest__cloud() {
             return 0
             ;;
         pytest__cloud__subcmd__pytest)
-            opts="-h --help"
+            opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

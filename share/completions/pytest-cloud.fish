@@ -54,7 +54,6 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -s q -l 
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -s h -l help -d 'Print help'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "probe" -d 'Probe nodes over ssh, concurrently: CPUs, memory, Python, rsync. Writes an inventory'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "plan" -d 'Plan test processes per node from an inventory on stdin. Writes a plan'

@@ -75,8 +75,6 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (pytest)
 _arguments "${_arguments_options[@]}" : \
-'-h[Print help]' \
-'--help[Print help]' \
 '*::rest:_default' \
 && ret=0
 ;;
