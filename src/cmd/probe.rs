@@ -118,9 +118,14 @@ pub fn progress_line(r: &NodeReport) -> String {
             "{}: unreachable ({}: {})",
             r.node,
             r.error_kind.map(|k| k.as_str()).unwrap_or_default(),
-            r.message.as_deref().unwrap_or("")
+            one_line(r.message.as_deref().unwrap_or(""))
         ),
     }
+}
+
+/// A multi-line message (ssh prints several) as one line for progress output.
+pub fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
 /// Probes all nodes concurrently; one thread per node (they wait on the network, not the

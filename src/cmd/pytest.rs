@@ -311,7 +311,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
         header.push(format!("{}: {} slots ({})", n.node, n.slots, n.workers.join(" ")));
     }
     for d in &synced.dropped {
-        header.push(format!("{}: dropped at {} ({}: {})", d.node, d.stage, d.error_kind.as_str(), d.message.lines().next().unwrap_or("")));
+        header.push(format!("{}: dropped at {} ({}: {})", d.node, d.stage, d.error_kind.as_str(), crate::cmd::probe::one_line(&d.message)));
     }
     for line in &header {
         say(quiet, format!("pytest-cloud: {line}"));
