@@ -229,9 +229,13 @@ pub fn from_value<T: DeserializeOwned>(v: Value, what: &str) -> Result<T> {
 pub fn plan_from(v: Value, what: &str) -> Result<Plan> {
     match kind_of(&v) {
         "plan" => from_value(v, "plan"),
-        "sync" | "session" => {
-            let inner = v.get("plan").cloned().ok_or_else(|| Error::bad_input(format!("the {} document carries no \"plan\"", kind_of(&v))))?;
+        "sync" => {
+            let inner = v.get("plan").cloned().ok_or_else(|| Error::bad_input("the sync document carries no \"plan\""))?;
             from_value(inner, "plan")
+        }
+        "session" => {
+            let inner = v.get("sync").cloned().ok_or_else(|| Error::bad_input("the session document carries no \"sync\""))?;
+            plan_from(inner, what)
         }
         k => Err(Error::bad_input(format!("expected a {what} document, got kind {k:?}"))),
     }
