@@ -1,0 +1,223 @@
+"""pytest-cloud's controller glue for pytest-xdist ssh workers.
+
+The tree on every node is a mirror of the local project root, placed there by
+pytest-cloud before pytest starts (rsync, venv included). Plain xdist does not
+know that and, for every ssh worker:
+
+1. execnet-rsyncs the controller's ``pytest/`` and ``_pytest/`` into the worker's
+   chdir (once per worker, with delete=True, where they would shadow the node's
+   venv on ``sys.path``);
+2. rewrites path arguments with ``make_reltoroot``, which raises
+   ``ValueError: arg tests not relative to an rsync root`` for any relative path
+   that exists locally (``pytest tests/``);
+3. on a lost node, tries to start a replacement worker from the main loop; the
+   ssh connect fails with ``execnet.HostNotFound`` and the controller crashes
+   with an INTERNALERROR.
+
+This module fixes exactly those three things on the controller, nothing else:
+the scheduler, reports, ``-k``/``-m``/``-p``/``-o`` and ``--dist`` are xdist's own.
+
+It is loaded in one of two ways, both on the controller only:
+- by the pytest-cloud launcher: ``PYTEST_PLUGINS=pytest_cloud_glue`` with this
+  file written as ``pytest_cloud_glue.py`` into a folder on ``PYTHONPATH`` and
+  ``PYTEST_CLOUD_ROOTDIR=<local project root>``. execnet does not pass the
+  controller's environment to ssh workers, so workers never load it;
+- by the ``pytest_cloud.plugin`` pytest plugin, which calls :func:`activate`.
+
+Without ``PYTEST_CLOUD_ROOTDIR`` and on workers it does nothing.
+Tested with pytest-xdist 3.6.1, 3.7.0 and 3.8.0 (pytest 8.4 and 9.2); other
+xdist versions are refused with a UsageError, because the patched functions
+are xdist internals.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: The xdist versions this glue was tested with: >= 3.6, < 3.9.
+XDIST_TESTED = ((3, 6), (3, 9))
+ROOTDIR_ENV = "PYTEST_CLOUD_ROOTDIR"
+_PLUGIN_NAME = "pytest-cloud-glue"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Entry point when loaded through ``PYTEST_PLUGINS`` (the Rust launcher)."""
+    rootdir = os.environ.get(ROOTDIR_ENV)
+    if rootdir and not hasattr(config, "workerinput"):
+        activate(config, rootdir)
+
+
+def activate(config: pytest.Config, rootdir: str | os.PathLike[str]) -> None:
+    """Turn the glue on for this (controller) config; a second call is a no-op."""
+    if hasattr(config, "workerinput") or config.pluginmanager.has_plugin(_PLUGIN_NAME):
+        return
+    workermanage = _check_xdist()
+    glue = _ControllerGlue(config, Path(rootdir), workermanage)
+    config.pluginmanager.register(glue, _PLUGIN_NAME)
+    config.add_cleanup(glue.restore)
+
+
+def _check_xdist() -> Any:
+    try:
+        import xdist
+        import xdist.workermanage as workermanage
+    except ImportError as exc:
+        raise pytest.UsageError(
+            f"pytest-cloud needs pytest-xdist in the project's environment ({exc}); "
+            "install it with: python -m pip install 'pytest-xdist>=3.6,<3.9'"
+        ) from None
+    version = getattr(xdist, "__version__", "unknown")
+    try:
+        major_minor = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        major_minor = (0, 0)
+    low, high = XDIST_TESTED
+    if not (low <= major_minor < high) or not hasattr(workermanage, "make_reltoroot"):
+        raise pytest.UsageError(
+            f"pytest-cloud supports pytest-xdist >=3.6,<3.9 but this environment has "
+            f"pytest-xdist {version}; install a supported one with: "
+            "python -m pip install 'pytest-xdist>=3.6,<3.9'"
+        )
+    return workermanage
+
+
+class _MirrorRoots(list):  # type: ignore[type-arg]
+    """Stands in for ``NodeManager.roots`` (the dirs xdist would rsync).
+
+    Empty, so ``NodeManager.rsync_roots`` sends nothing (patch 1), and typed, so
+    the patched ``make_reltoroot`` knows the call is ours (patch 2) and leaves any
+    other NodeManager in the process (pytester, nested sessions) to xdist.
+    """
+
+    def __init__(self, rootdir: Path) -> None:
+        super().__init__()
+        self.rootdir = rootdir
+
+
+def mirror_arg(rootdirs: tuple[str, ...], arg: str) -> str:
+    """One command-line argument as the worker in the node's mirror needs it.
+
+    Relative arguments already mean the same thing in the mirror (the worker's
+    cwd is the mirror root, as the controller's is the local root when the
+    launcher starts it there), so they pass unchanged. Absolute paths under the
+    local root, alone (``/root/proj/tests::test_x``) or as a long option's value
+    (``--rootdir=/root/proj``), become relative to it; anything else is left as is.
+    """
+    if arg.startswith("--") and "=" in arg:
+        name, _, value = arg.partition("=")
+        new_value = _mirror_path(rootdirs, value)
+        return arg if new_value is None else f"{name}={new_value}"
+    path, sep, rest = arg.partition("::")
+    new_path = _mirror_path(rootdirs, path)
+    return arg if new_path is None else new_path + sep + rest
+
+
+def _mirror_path(rootdirs: tuple[str, ...], path: str) -> str | None:
+    if not os.path.isabs(path):
+        return None
+    path = os.path.normpath(path)
+    for root in rootdirs:
+        if path == root:
+            return "."
+        if path.startswith(root.rstrip(os.sep) + os.sep):
+            return os.path.relpath(path, root)
+    return None
+
+
+class _ControllerGlue:
+    def __init__(self, config: pytest.Config, rootdir: Path, workermanage: Any) -> None:
+        self.config = config
+        given = os.path.normpath(os.path.abspath(rootdir))
+        # The launcher may name the root through a symlink; match both spellings.
+        self.rootdirs = tuple(dict.fromkeys([given, os.path.realpath(given)]))
+        self.workermanage = workermanage
+        self.original_make_reltoroot = workermanage.make_reltoroot
+        # Patch 2: a module global, looked up by WorkerController.setup at call time,
+        # before any hook runs, so no hook can replace it. Delegates unless the
+        # roots are ours.
+        original = self.original_make_reltoroot
+        rootdirs = self.rootdirs
+
+        def make_reltoroot(roots: Any, args: list[str]) -> list[str]:
+            if isinstance(roots, _MirrorRoots):
+                return [mirror_arg(rootdirs, str(a)) for a in args]
+            return original(roots, args)
+
+        workermanage.make_reltoroot = make_reltoroot
+        # host -> why it is considered lost; host -> [(worker id, error)]
+        self.lost: dict[str, str] = {}
+        self.down: dict[str, list[tuple[str, str]]] = {}
+
+    def restore(self) -> None:
+        self.workermanage.make_reltoroot = self.original_make_reltoroot
+
+    @pytest.hookimpl
+    def pytest_xdist_setupnodes(self, config: pytest.Config, specs: Any) -> None:
+        # Runs inside NodeManager.setup_nodes, after NodeManager.__init__ computed
+        # the rsync roots and before the first gateway is made.
+        dsession = config.pluginmanager.getplugin("dsession")
+        if dsession is None or getattr(dsession, "nodemanager", None) is None:
+            return
+        # Patch 1: no execnet rsync of pytest/ and _pytest/ (the node has its own).
+        dsession.nodemanager.roots = _MirrorRoots(Path(self.rootdirs[0]))
+        # Patch 3: a replacement worker that cannot connect must not crash the run.
+        dsession._clone_node = self._guard_clone(dsession, dsession._clone_node)
+
+    def _guard_clone(self, dsession: Any, clone: Any) -> Any:
+        def guarded_clone(node: Any) -> Any:
+            host = _host(node)
+            if host not in self.lost:
+                try:
+                    return clone(node)
+                except Exception as exc:  # execnet.HostNotFound, OSError, EOFError, ...
+                    self.lost[host] = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                    self._line(f"pytest-cloud: node {host} is lost: cannot start a "
+                               f"replacement worker ({self.lost[host]})")
+            self._line(f"pytest-cloud: not replacing {node.gateway.id} on lost node {host}; "
+                       "its pending tests go to the other nodes")
+            if not (dsession._active_nodes - {node}):
+                # Without this xdist raises "Unexpectedly no active workers
+                # available" (INTERNALERROR); say what happened instead.
+                dsession.shouldstop = "pytest-cloud: every node is lost: " + "; ".join(
+                    f"{h} ({why})" for h, why in self.lost.items()
+                )
+            return None
+
+        return guarded_clone
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        if error:
+            self.down.setdefault(_host(node), []).append((node.gateway.id, str(error)))
+
+    @pytest.hookimpl
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        # xdist's message names the worker only ("worker 'gw3' crashed while running ...").
+        worker = getattr(report, "node", None)
+        if worker is not None and isinstance(report.longrepr, str):
+            report.longrepr += f" on node {_host(worker)}"
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.down:
+            return
+        terminalreporter.write_sep("=", "pytest-cloud: workers lost", yellow=True)
+        for host, downs in self.down.items():
+            workers = ", ".join(sorted({w for w, _ in downs}))
+            errors = "; ".join(sorted({e for _, e in downs}))
+            state = f"node lost ({self.lost[host]})" if host in self.lost else "workers replaced"
+            terminalreporter.write_line(f"{host}: {state}; down: {workers} ({errors})")
+
+    def _line(self, text: str) -> None:
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(text)
+
+
+def _host(node: Any) -> str:
+    spec = node.gateway.spec
+    return str(getattr(spec, "ssh", None) or getattr(spec, "socket", None) or spec)
