@@ -65,7 +65,7 @@ _pytest__cloud() {
 
     case "${cmd}" in
         pytest__cloud)
-            opts="-h -V --help --version probe plan sync exec pytest completions help"
+            opts="-h -V --help --version probe plan sync exec completions pytest help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -107,7 +107,7 @@ _pytest__cloud() {
             return 0
             ;;
         pytest__cloud__subcmd__help)
-            opts="probe plan sync exec pytest completions help"
+            opts="probe plan sync exec completions pytest help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -299,12 +299,64 @@ _pytest__cloud() {
             return 0
             ;;
         pytest__cloud__subcmd__pytest)
-            opts=""
+            opts="--cloud-node --cloud-nodes --cloud-python --cloud-chdir --cloud-virtualenv-path --cloud-mem-per-process --cloud-max-processes --cloud-rsync-bandwidth-limit --cloud-rsync-max-processes --cloud-rsync-cipher --cloud-ssh-config --cloud-connect-timeout --cloud-develop-egg --cloud-timings --cloud-prepare --cloud-quiet --cloud-help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --cloud-node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-python)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-chdir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-virtualenv-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-mem-per-process)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-max-processes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-rsync-bandwidth-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-rsync-max-processes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-rsync-cipher)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-ssh-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-develop-egg)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -30,8 +30,8 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "probe" -d
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "plan" -d 'Plan test processes per node from an inventory on stdin. Writes a plan'
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "sync" -d 'Rsync the project root (virtualenv included) to every planned node. Writes a sync document'
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "exec" -d 'Run a command on every synced node or slot. Writes JSON Lines'
-complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "completions" -d 'Print a shell completion script (generated from these very definitions) on stdout'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l node -d 'Node to probe: [user@]host[:port] or an ssh config alias. Repeatable' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l nodes -d 'Space-separated nodes. Repeatable' -r
@@ -55,10 +55,27 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -s h -l 
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "probe" -d 'Probe nodes over ssh, concurrently: CPUs, memory, Python, rsync. Writes an inventory'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "plan" -d 'Plan test processes per node from an inventory on stdin. Writes a plan'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "sync" -d 'Rsync the project root (virtualenv included) to every planned node. Writes a sync document'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "exec" -d 'Run a command on every synced node or slot. Writes JSON Lines'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "completions" -d 'Print a shell completion script (generated from these very definitions) on stdout'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec pytest completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-node -d 'node to run tests on: [user@]host[:port] or an ssh alias; repeatable' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-nodes -d 'space-separated nodes; repeatable' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-python -d 'interpreter name on the nodes for the probe [default: python3]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-chdir -d 'directory on the nodes, relative to the remote home [default: pytest_<user>_<project>]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-virtualenv-path -d 'the project\'s virtualenv, inside the project [default: $VIRTUAL_ENV, .venv, venv]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-mem-per-process -d 'MiB one test process needs; caps processes per node' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-max-processes -d 'at most this many processes per node' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-rsync-bandwidth-limit -d 'KB/s per rsync process, 0 = unlimited [default: 5000]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-rsync-max-processes -d 'rsync processes at once [default: all nodes]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-rsync-cipher -d 'ssh cipher for rsync [default: aes128-gcm@openssh.com]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-ssh-config -d 'ssh config file for every ssh call [default: ssh\'s own]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-connect-timeout -d 'ssh ConnectTimeout in seconds [default: 5]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-develop-egg -d 'package directory inside the project to install in develop mode on the nodes; repeatable' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-timings -d 'print how long each phase took (stderr)'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-prepare -d 'probe, plan and sync, then print a session document instead of running pytest'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-quiet -d 'no header or progress on stderr'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-help -d 'this help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "probe" -d 'Probe nodes over ssh, concurrently: CPUs, memory, Python, rsync. Writes an inventory'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "plan" -d 'Plan test processes per node from an inventory on stdin. Writes a plan'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "sync" -d 'Rsync the project root (virtualenv included) to every planned node. Writes a sync document'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "exec" -d 'Run a command on every synced node or slot. Writes JSON Lines'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "completions" -d 'Print a shell completion script (generated from these very definitions) on stdout'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -73,16 +73,33 @@ _arguments "${_arguments_options[@]}" : \
 '*::rest:_default' \
 && ret=0
 ;;
-(pytest)
-_arguments "${_arguments_options[@]}" : \
-'*::rest:_default' \
-&& ret=0
-;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 '-h[Print help]' \
 '--help[Print help]' \
 ':shell -- Shell to write the completion script for:(bash zsh fish)' \
+&& ret=0
+;;
+(pytest)
+_arguments "${_arguments_options[@]}" : \
+'*--cloud-node=[node to run tests on\: \[user@\]host\[\:port\] or an ssh alias; repeatable]:VALUE:_default' \
+'*--cloud-nodes=[space-separated nodes; repeatable]:VALUE:_default' \
+'*--cloud-python=[interpreter name on the nodes for the probe \[default\: python3\]]:VALUE:_default' \
+'*--cloud-chdir=[directory on the nodes, relative to the remote home \[default\: pytest_<user>_<project>\]]:VALUE:_default' \
+'*--cloud-virtualenv-path=[the project'\''s virtualenv, inside the project \[default\: \$VIRTUAL_ENV, .venv, venv\]]:VALUE:_default' \
+'*--cloud-mem-per-process=[MiB one test process needs; caps processes per node]:VALUE:_default' \
+'*--cloud-max-processes=[at most this many processes per node]:VALUE:_default' \
+'*--cloud-rsync-bandwidth-limit=[KB/s per rsync process, 0 = unlimited \[default\: 5000\]]:VALUE:_default' \
+'*--cloud-rsync-max-processes=[rsync processes at once \[default\: all nodes\]]:VALUE:_default' \
+'*--cloud-rsync-cipher=[ssh cipher for rsync \[default\: aes128-gcm@openssh.com\]]:VALUE:_default' \
+'*--cloud-ssh-config=[ssh config file for every ssh call \[default\: ssh'\''s own\]]:VALUE:_default' \
+'*--cloud-connect-timeout=[ssh ConnectTimeout in seconds \[default\: 5\]]:VALUE:_default' \
+'*--cloud-develop-egg=[package directory inside the project to install in develop mode on the nodes; repeatable]:VALUE:_default' \
+'--cloud-timings[print how long each phase took (stderr)]' \
+'--cloud-prepare[probe, plan and sync, then print a session document instead of running pytest]' \
+'--cloud-quiet[no header or progress on stderr]' \
+'--cloud-help[this help]' \
+'*::rest -- every other argument goes to pytest unchanged (paths, -k, -m, -x, --dist, ...):_default' \
 && ret=0
 ;;
 (help)
@@ -113,11 +130,11 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
-(pytest)
+(completions)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
-(completions)
+(pytest)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
@@ -141,8 +158,8 @@ _pytest-cloud_commands() {
 'plan:Plan test processes per node from an inventory on stdin. Writes a plan' \
 'sync:Rsync the project root (virtualenv included) to every planned node. Writes a sync document' \
 'exec:Run a command on every synced node or slot. Writes JSON Lines' \
-'pytest:Run pytest with its workers on the nodes\: probe, plan, sync, then pytest-xdist' \
 'completions:Print a shell completion script (generated from these very definitions) on stdout' \
+'pytest:Run pytest with its workers on the nodes\: probe, plan, sync, then pytest-xdist' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'pytest-cloud commands' commands "$@"
@@ -164,8 +181,8 @@ _pytest-cloud__subcmd__help_commands() {
 'plan:Plan test processes per node from an inventory on stdin. Writes a plan' \
 'sync:Rsync the project root (virtualenv included) to every planned node. Writes a sync document' \
 'exec:Run a command on every synced node or slot. Writes JSON Lines' \
-'pytest:Run pytest with its workers on the nodes\: probe, plan, sync, then pytest-xdist' \
 'completions:Print a shell completion script (generated from these very definitions) on stdout' \
+'pytest:Run pytest with its workers on the nodes\: probe, plan, sync, then pytest-xdist' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'pytest-cloud help commands' commands "$@"

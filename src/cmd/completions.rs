@@ -7,10 +7,9 @@
 //!
 //! Example: `pytest-cloud completions bash > ~/.local/share/bash-completion/completions/pytest-cloud`
 
-use crate::cli::{Cli, CompletionsArgs, Shell};
+use crate::cli::{CompletionsArgs, Shell};
 use crate::cmd::emit;
 use crate::error::{Error, Outcome, Result};
-use clap::CommandFactory;
 use std::io::Write;
 
 pub const BIN_NAME: &str = "pytest-cloud";
@@ -30,7 +29,7 @@ pub fn script(shell: Shell) -> Result<String> {
         Shell::Zsh => S::Zsh,
         Shell::Fish => S::Fish,
     };
-    let mut cmd = without_hidden_subcommands(Cli::command());
+    let mut cmd = without_hidden_subcommands(crate::cmd::man::documented_command());
     let mut buf = Vec::new();
     clap_complete::generate(target, &mut cmd, BIN_NAME, &mut buf);
     let text = String::from_utf8(buf).map_err(|e| Error::internal(format!("completion script is not UTF-8: {e}")))?;
