@@ -148,9 +148,11 @@ class _ControllerGlue:
             return original(roots, args)
 
         workermanage.make_reltoroot = make_reltoroot
-        # host -> why it is considered lost; host -> [(worker id, error)]
+        # host -> why it is considered lost; host -> [(worker id, error)];
+        # host -> ids of the replacement workers started there
         self.lost: dict[str, str] = {}
         self.down: dict[str, list[tuple[str, str]]] = {}
+        self.replaced: dict[str, list[str]] = {}
 
     def restore(self) -> None:
         self.workermanage.make_reltoroot = self.original_make_reltoroot
@@ -171,15 +173,26 @@ class _ControllerGlue:
         def guarded_clone(node: Any) -> Any:
             host = _host(node)
             if host not in self.lost:
-                try:
-                    return clone(node)
-                except Exception as exc:  # execnet.HostNotFound, OSError, EOFError, ...
-                    self.lost[host] = f"{type(exc).__name__}: {exc}".rstrip(": ")
-                    self._line(f"pytest-cloud: node {host} is lost: cannot start a "
-                               f"replacement worker ({self.lost[host]})")
-            self._line(f"pytest-cloud: not replacing {node.gateway.id} on lost node {host}; "
-                       "its pending tests go to the other nodes")
-            if not (dsession._active_nodes - {node}):
+                replacement = self._try_clone(clone, node, host)
+                if replacement is not None:
+                    return replacement
+            if self._needs_rescue(dsession, node):
+                # The tests queued on the lost node went back to the scheduler,
+                # but every worker left on the live nodes may already have been
+                # told to shut down (load scheduling does that as soon as nothing
+                # is pending), so nobody would run them. Start one worker on a
+                # live node instead; only now, so live nodes are not overloaded.
+                for spec in self._live_specs(dsession):
+                    spare = _SpareNode(spec)
+                    rescue = self._try_clone(clone, spare, _host(spare))
+                    if rescue is not None:
+                        self._line(f"pytest-cloud: {node.gateway.id} on lost node {host} "
+                                   f"replaced by {rescue.gateway.id} on {_host(spare)}")
+                        return rescue
+            else:
+                self._line(f"pytest-cloud: not replacing {node.gateway.id} on lost node "
+                           f"{host}; its pending tests go to the other workers")
+            if not self._live_workers(dsession, node):
                 # Without this xdist raises "Unexpectedly no active workers
                 # available" (INTERNALERROR); say what happened instead.
                 dsession.shouldstop = "pytest-cloud: every node is lost: " + "; ".join(
@@ -188,6 +201,37 @@ class _ControllerGlue:
             return None
 
         return guarded_clone
+
+    def _try_clone(self, clone: Any, node: Any, host: str) -> Any:
+        try:
+            replacement = clone(node)
+        except Exception as exc:  # execnet.HostNotFound, OSError, EOFError, ...
+            self.lost[host] = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            self._line(f"pytest-cloud: node {host} is lost: cannot start a worker there "
+                       f"({self.lost[host]})")
+            return None
+        self.replaced.setdefault(host, []).append(replacement.gateway.id)
+        return replacement
+
+    def _live_workers(self, dsession: Any, dying: Any) -> list[Any]:
+        return [n for n in dsession._active_nodes
+                if n is not dying and _host(n) not in self.lost]
+
+    def _needs_rescue(self, dsession: Any, dying: Any) -> bool:
+        sched = dsession.sched
+        if sched is None or not sched.has_pending:
+            return False
+        return all(n.shutting_down for n in self._live_workers(dsession, dying))
+
+    def _live_specs(self, dsession: Any) -> list[Any]:
+        # One spec per live host, the host with the fewest replacements first.
+        by_host: dict[str, Any] = {}
+        for spec in dsession.nodemanager.specs:
+            host = _host_of_spec(spec)
+            if host not in self.lost:
+                by_host.setdefault(host, spec)
+        return sorted(by_host.values(),
+                      key=lambda s: len(self.replaced.get(_host_of_spec(s), [])))
 
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -209,8 +253,27 @@ class _ControllerGlue:
         for host, downs in self.down.items():
             workers = ", ".join(sorted({w for w, _ in downs}))
             errors = "; ".join(sorted({e for _, e in downs}))
-            state = f"node lost ({self.lost[host]})" if host in self.lost else "workers replaced"
-            terminalreporter.write_line(f"{host}: {state}; down: {workers} ({errors})")
+            if host in self.lost:
+                state = f"node lost ({self.lost[host]})"
+            elif host in self.replaced:
+                state = "replaced by " + ", ".join(self.replaced[host])
+            else:
+                state = "not replaced (--max-worker-restart reached)"
+            terminalreporter.write_line(f"{host}: workers {workers} down ({errors}); {state}")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        # A skip's location is the worker's absolute path (the node's mirror); show it the
+        # way a local run does, relative to the local tree.
+        longrepr = getattr(report, "longrepr", None)
+        worker = getattr(report, "node", None)
+        if not (report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3 and worker):
+            return
+        chdir = getattr(worker.gateway.spec, "chdir", None)
+        path = str(longrepr[0])
+        if chdir and path.startswith(chdir.rstrip("/") + "/"):
+            local = os.path.join(self.rootdirs[0], path[len(chdir.rstrip("/")) + 1:])
+            report.longrepr = (local, longrepr[1], longrepr[2])
 
     def _line(self, text: str) -> None:
         reporter = self.config.pluginmanager.getplugin("terminalreporter")
@@ -218,6 +281,22 @@ class _ControllerGlue:
             reporter.write_line(text)
 
 
+class _SpareNode:
+    """What DSession._clone_node reads from a dead node: its gateway's spec.
+
+    Lets xdist's own _clone_node start a worker from a live node's spec.
+    """
+
+    def __init__(self, spec: Any) -> None:
+        import execnet
+
+        # A fresh XSpec from the spec's text: _clone_node resets and re-allocates the id.
+        self.gateway = type("_Gateway", (), {"spec": execnet.XSpec(str(spec))})()
+
+
 def _host(node: Any) -> str:
-    spec = node.gateway.spec
+    return _host_of_spec(node.gateway.spec)
+
+
+def _host_of_spec(spec: Any) -> str:
     return str(getattr(spec, "ssh", None) or getattr(spec, "socket", None) or spec)
