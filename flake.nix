@@ -63,16 +63,21 @@
             pkgs.installShellFiles
           ];
 
-          # The network-free tests only: the unit tests, and tests/generated.rs (the checked-in
-          # completions and man pages are current; it drives bash on the bash script). The
-          # integration tests start real sshd nodes as separate unix users
-          # (scripts/local-cluster), which needs root and loopback addresses the build sandbox
-          # does not have; .ci/run runs them.
+          # The network-free tests only: the unit tests; tests/generated.rs (the checked-in
+          # completions and man pages are current, and bash completes with them);
+          # tests/help_examples.rs (every --help example parses); tests/docs.rs (share/doc
+          # matches the code). The integration tests start real sshd nodes as separate unix
+          # users (scripts/local-cluster), which needs root and loopback addresses the build
+          # sandbox does not have; .ci/run runs them.
           cargoTestFlags = [
             "--lib"
             "--bins"
             "--test"
             "generated"
+            "--test"
+            "help_examples"
+            "--test"
+            "docs"
           ];
 
           postInstall = ''
