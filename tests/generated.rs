@@ -141,12 +141,12 @@ fn fish_completes_subcommands_and_their_options() {
         let out = std::process::Command::new("fish")
             .arg("--no-config")
             .arg("-c")
-            .arg(r#"source $argv[1]; and complete -C "pytest-cloud plan --mem"; and complete -C "pytest-cloud pl""#)
+            .arg(r#"source $argv[1]; and complete -C "pytest-cloud plan --mem"; and complete -C "pytest-cloud pl"; and complete -C "pytest-cloud completions ""#)
             .arg(&script)
             .output()
             .unwrap();
         assert!(out.status.success(), "fish: {}", String::from_utf8_lossy(&out.stderr));
         let words: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split('\t').next().unwrap().to_string()).collect();
-        assert_eq!(words, ["--mem-per-process", "plan"]);
+        assert_eq!(words, ["--mem-per-process", "plan", "bash", "fish", "zsh"]);
     }
 }

@@ -79,3 +79,4 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not 
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "completions" -d 'Print a shell completion script (generated from these very definitions) on stdout'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -f -a "bash zsh fish"

@@ -35,8 +35,30 @@ pub fn script(shell: Shell) -> Result<String> {
     let text = String::from_utf8(buf).map_err(|e| Error::internal(format!("completion script is not UTF-8: {e}")))?;
     Ok(match shell {
         Shell::Bash => fix_bash_hyphenated_bin_name(&text),
-        _ => text,
+        Shell::Fish => add_fish_positional_values(&text, &cmd),
+        Shell::Zsh => text,
     })
+}
+
+/// clap_complete's fish script completes no positional argument, so `pytest-cloud completions
+/// <TAB>` offered file names; add each visible subcommand's positional choices (bash and zsh
+/// have them already). Uses the script's own subcommand test function; should a later
+/// clap_complete rename it, nothing is added (and the fish test in tests/generated.rs fails).
+fn add_fish_positional_values(script: &str, cmd: &clap::Command) -> String {
+    let using = format!("__fish_{}_using_subcommand", BIN_NAME.replace('-', "_"));
+    if !script.contains(&format!("function {using}")) {
+        return script.to_string();
+    }
+    let mut out = script.to_string();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        for arg in sub.get_positionals().filter(|a| !a.is_hide_set()) {
+            let values: Vec<String> = arg.get_possible_values().iter().filter(|v| !v.is_hide_set()).map(|v| v.get_name().to_string()).collect();
+            if !values.is_empty() {
+                out.push_str(&format!("complete -c {BIN_NAME} -n \"{using} {}\" -f -a \"{}\"\n", sub.get_name(), values.join(" ")));
+            }
+        }
+    }
+    out
 }
 
 /// clap_complete offers hidden subcommands (`man`) like any other, and clap cannot remove a
