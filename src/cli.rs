@@ -126,9 +126,38 @@ pub struct PlanArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct SyncArgs {
-    /// Arguments (see `pytest-cloud sync --help` once implemented).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Project root to sync [default: the plan's source].
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// Bandwidth limit per rsync process in KB/s; 0 = unlimited.
+    #[arg(long, value_name = "KBPS", default_value_t = 5000)]
+    pub rsync_bandwidth_limit: u64,
+    /// At most this many rsync processes at once [default: all nodes at once].
+    #[arg(long, value_name = "N", value_parser = positive_u32)]
+    pub rsync_max_processes: Option<u32>,
+    /// ssh cipher for rsync; "" or "none" leaves the choice to ssh.
+    #[arg(long, value_name = "CIPHER", default_value = "aes128-gcm@openssh.com")]
+    pub rsync_cipher: String,
+    /// Do not sync files matching this rsync pattern (also kept on the nodes). Repeatable.
+    /// More rules, in rsync filter syntax, go in .pytest-cloud-ignore at the project root.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Sync .git directories too (excluded by default).
+    #[arg(long)]
+    pub include_git: bool,
+    /// A package directory inside the project whose sources the nodes import from their
+    /// synced copy (like `pip install -e`, with no pip or index on the node). Repeatable;
+    /// adds to ini `cloud_develop_eggs`.
+    #[arg(long = "develop-egg", value_name = "PATH")]
+    pub develop_egg: Vec<PathBuf>,
+    /// Wait this long for another run's lock on a node's directory before dropping the node.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub lock_wait: u64,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Args)]

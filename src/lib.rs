@@ -5,7 +5,10 @@
 pub mod cli;
 pub mod cmd;
 pub mod error;
+pub mod interrupt;
 pub mod proc;
 pub mod project;
+pub mod rsync;
 pub mod schema;
 pub mod ssh;
+pub mod venv;

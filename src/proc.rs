@@ -145,6 +145,30 @@ impl Cmd {
         })
     }
 
+    /// Like [`output`](Self::output), but calls `tick` with the child's pids about every `every`
+    /// while it runs: to read progress from files the child writes, or to pass an interrupt on.
+    /// The deadline still applies.
+    pub fn output_polling(&self, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
+        let start = Instant::now();
+        let handle = self.expression().start().map_err(|e| self.start_error(e))?;
+        let mut last_tick = Instant::now();
+        let out = loop {
+            if let Some(out) = handle.try_wait().map_err(|e| self.start_error(e))? {
+                break out.clone();
+            }
+            if self.deadline.is_some_and(|limit| start.elapsed() >= limit) {
+                let _ = handle.kill();
+                return Ok(Output { status: Status::TimedOut, stdout: Vec::new(), stderr: Vec::new(), elapsed: start.elapsed() });
+            }
+            if last_tick.elapsed() >= every {
+                tick(&handle.pids());
+                last_tick = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(Output { status: status_of(&out.status), stdout: out.stdout, stderr: out.stderr, elapsed: start.elapsed() })
+    }
+
     /// Runs and requires exit 0; otherwise an error naming the command, its code and stderr.
     pub fn checked(&self) -> Result<Output, Error> {
         let out = self.output()?;

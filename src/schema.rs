@@ -178,6 +178,48 @@ pub struct Dropped {
     pub message: String,
 }
 
+// ---------------------------------------------------------------------------------------
+// `sync` (src/cmd/sync.rs; share/doc/schema.md#sync)
+// ---------------------------------------------------------------------------------------
+
+/// `sync`'s output: the plan carried forward, each planned node synced or dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncDoc {
+    pub format_version: u32,
+    pub kind: String,
+    pub created_by: String,
+    /// The local project root that was synced (absolute).
+    pub source: String,
+    /// The virtualenv synced with it, relative to the root; None when there is none.
+    pub virtualenv_path: Option<String>,
+    /// Project-relative directories put first on the synced venv's `sys.path` on every node
+    /// (editable installs and develop eggs), `""` being the root itself.
+    pub editable_paths: Vec<String>,
+    /// Nodes whose directory now mirrors the source.
+    pub nodes: Vec<SyncedNode>,
+    /// The plan's dropped nodes, then those dropped here (stage `sync`).
+    pub dropped: Vec<Dropped>,
+    /// Slots of the synced nodes.
+    pub total_slots: u32,
+    pub plan: Plan,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncedNode {
+    #[serde(flatten)]
+    pub planned: PlannedNode,
+    /// rsync's "Total bytes sent" (protocol bytes on the wire, before ssh).
+    pub bytes_sent: u64,
+    /// Regular files rsync transferred (new or changed).
+    pub files_transferred: u64,
+    /// The node's whole sync: checks, lock, rsync, cleanup.
+    pub elapsed_ms: u64,
+    /// rsync's exit status (0, or 24 when a source file vanished during the transfer).
+    pub rsync_exit: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
 /// Reads one document from stdin, refusing a terminal (which would hang) and empty input.
 pub fn read_stdin_document(what: &str) -> Result<Value> {
     let stdin = std::io::stdin();

@@ -1,9 +1,919 @@
-//! `pytest-cloud sync`: not implemented yet.
+//! `pytest-cloud sync`: mirror the project root, virtualenv included, into a directory on
+//! every planned node.
+//!
+//! Input: a `plan` on stdin (or a later document carrying one). Output: a `sync` document:
+//! the plan carried forward, each planned node synced (bytes sent, time, rsync's status) or
+//! dropped with the reason (stage `sync`).
+//! Exit codes: 0 every node synced, 1 some dropped (here or earlier), 69 none left, 72 rsync
+//! or GNU parallel missing, 75 every remaining node locked by another run, 64 bad option,
+//! 65/66 bad or missing stdin document, 130 interrupted (locks released).
+//!
+//! Per node, in order, so nothing is sent to a node that cannot use it:
+//! 1. one ssh round trip (`src/sync_node.sh preflight`): the venv's base interpreter exists
+//!    there with the same major.minor.patch; the target directory is absent, empty, or carries
+//!    the marker `.pytest-cloud-target` (anything else is refused and left untouched); an
+//!    atomic `mkdir <dir>.pytest-cloud-lock` (waits `--lock-wait`, then names the holder);
+//!    the directory and its marker are made under the lock;
+//! 2. rsync, all nodes at once through GNU parallel, each node's status from the joblog;
+//!    `--delete` only ever runs inside a marked directory;
+//! 3. one ssh round trip (`finish`): orphan bytecode removed, the editable `.pth` written,
+//!    the synced interpreter checked, the lock released.
+//!
+//! Example: `pytest-cloud probe --nodes 'n1 n2' | pytest-cloud plan | pytest-cloud sync > sync.json`
 
 use crate::cli::SyncArgs;
-use crate::error::{Error, Outcome, Result};
-use std::io::Write;
+use crate::cmd::{emit, say};
+use crate::error::{Error, Exit, Outcome, Result};
+use crate::proc::{Cmd, Status};
+use crate::schema::{self, Dropped, ErrorKind, Facts, Plan, PlannedNode, SyncDoc, SyncedNode};
+use crate::ssh::{self, Destination};
+use crate::{interrupt, project, rsync, venv};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub fn run(_args: &SyncArgs, _out: &mut dyn Write) -> Result<Outcome> {
-    Err(Error::usage("`pytest-cloud sync` is not implemented yet"))
+const NODE_SCRIPT: &str = include_str!("../sync_node.sh");
+
+/// How `sync` runs; the launcher fills this in directly (no clap types).
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Project root; None = the plan's `source`.
+    pub source: Option<PathBuf>,
+    /// KiB/s per rsync; 0 = unlimited.
+    pub bwlimit_kbps: u64,
+    /// rsync processes at once; None = all nodes.
+    pub max_processes: Option<u32>,
+    /// ssh cipher for rsync; None = ssh's choice.
+    pub cipher: Option<String>,
+    /// Extra rsync exclude patterns.
+    pub excludes: Vec<String>,
+    pub include_git: bool,
+    /// Develop eggs (absolute, or relative to the current directory), besides the ini's.
+    pub develop_eggs: Vec<PathBuf>,
+    /// How long to wait for another run's lock on a node.
+    pub lock_wait: Duration,
+    /// A lock older than this is taken over (its run is assumed dead).
+    pub lock_stale: Duration,
+    /// Ask rsync for progress updates (read while it runs).
+    pub live_progress: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            source: None,
+            bwlimit_kbps: 5000,
+            max_processes: None,
+            cipher: Some(DEFAULT_CIPHER.into()),
+            excludes: Vec::new(),
+            include_git: false,
+            develop_eggs: Vec::new(),
+            lock_wait: Duration::from_secs(60),
+            lock_stale: Duration::from_secs(3600),
+            live_progress: false,
+        }
+    }
+}
+
+pub const DEFAULT_CIPHER: &str = "aes128-gcm@openssh.com";
+
+/// What `sync_plan` reports while it works, from several threads.
+#[derive(Debug)]
+pub enum SyncEvent<'a> {
+    /// A decision worth telling the user (source, virtualenv, filters).
+    Info(String),
+    /// Another run holds the node's lock; we wait.
+    Waiting { node: &'a str, holder: &'a str },
+    /// rsync to the node started.
+    Started { node: &'a str, remote_dir: &'a str },
+    Progress { node: &'a str, progress: &'a rsync::Progress },
+    Synced(&'a SyncedNode),
+    Dropped(&'a Dropped),
+}
+
+pub fn run(args: &SyncArgs, out: &mut dyn Write) -> Result<Outcome> {
+    let doc = schema::read_stdin_document("plan")?;
+    let mut plan = schema::plan_from(doc, "plan")?;
+    crate::cmd::probe::apply_ssh_args(&mut plan.inventory.ssh, &args.ssh);
+    let cipher = match args.rsync_cipher.trim() {
+        "" | "none" => None,
+        c => Some(c.to_string()),
+    };
+    let tty = std::io::stderr().is_terminal() && !args.quiet;
+    let opts = SyncOptions {
+        source: args.source.clone(),
+        bwlimit_kbps: args.rsync_bandwidth_limit,
+        max_processes: args.rsync_max_processes,
+        cipher,
+        excludes: args.exclude.clone(),
+        include_git: args.include_git,
+        develop_eggs: args.develop_egg.clone(),
+        lock_wait: Duration::from_secs(args.lock_wait),
+        live_progress: tty,
+        ..SyncOptions::default()
+    };
+    interrupt::install();
+    let screen = Screen::new(args.quiet, tty);
+    let doc = sync_plan(&plan, &opts, &|e| screen.event(e));
+    screen.clear();
+    let doc = doc?;
+    emit(out, &schema::to_pretty(&doc))?;
+    report(&doc, args.quiet);
+    Ok(outcome(&doc))
+}
+
+/// 0 all synced, 1 some dropped, 69 none left, 75 none left because every one was locked.
+pub fn outcome(doc: &SyncDoc) -> Outcome {
+    if doc.nodes.is_empty() {
+        let ours: Vec<&Dropped> = doc.dropped.iter().filter(|d| d.stage == "sync").collect();
+        if !ours.is_empty() && ours.iter().all(|d| d.error_kind == ErrorKind::Locked) {
+            Outcome::Code(Exit::Busy.code())
+        } else {
+            Outcome::NoNodes
+        }
+    } else if doc.dropped.is_empty() {
+        Outcome::Complete
+    } else {
+        Outcome::Partial
+    }
+}
+
+fn report(doc: &SyncDoc, quiet: bool) {
+    if doc.nodes.is_empty() {
+        eprintln!("pytest-cloud: error: no node could be synced:");
+        for d in &doc.dropped {
+            eprintln!("  {}: {} ({}, stage {})", d.node, d.message, d.error_kind.as_str(), d.stage);
+        }
+        return;
+    }
+    let bytes: u64 = doc.nodes.iter().map(|n| n.bytes_sent).sum();
+    say(
+        quiet,
+        format!(
+            "sync: {} of {} planned nodes synced, {} sent in all, {} slots",
+            doc.nodes.len(),
+            doc.plan.nodes.len(),
+            human_bytes(bytes),
+            doc.total_slots
+        ),
+    );
+}
+
+/// The local facts a sync needs, checked before any node is touched.
+struct Local {
+    root: PathBuf,
+    venv: Option<LocalVenv>,
+    /// Project-relative sys.path entries for the node's `.pth` ("" = root).
+    editable: Vec<String>,
+    ignore_file: Option<PathBuf>,
+    holder: String,
+    hostname: String,
+}
+
+struct LocalVenv {
+    rel: String,
+    base: venv::BaseInterpreter,
+    /// The `.pth` path relative to the project root.
+    pth: Option<String>,
+}
+
+/// Per planned node: where it goes and what happened.
+struct NodeRun {
+    planned: PlannedNode,
+    dest: Destination,
+    facts: Facts,
+    lock: String,
+    started: Instant,
+    locked: bool,
+    rsync: Option<(i32, rsync::Stats)>,
+    warning: Option<String>,
+    dropped: Option<Dropped>,
+}
+
+impl NodeRun {
+    fn drop_with(&mut self, kind: ErrorKind, message: impl Into<String>) {
+        self.dropped = Some(Dropped { node: self.planned.node.clone(), stage: "sync".into(), error_kind: kind, message: message.into() });
+    }
+    fn alive(&self) -> bool {
+        self.dropped.is_none()
+    }
+}
+
+/// Syncs the project to every node of the plan. Dropped nodes are records, not errors; an
+/// `Err` means nothing could be attempted (bad document, missing local tool, interrupt).
+pub fn sync_plan(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync)) -> Result<SyncDoc> {
+    let local = local_facts(plan, opts, progress)?;
+    let mut runs = node_runs(plan)?;
+    if !runs.is_empty() {
+        check_local_tools()?;
+    }
+    for r in runs.iter_mut() {
+        if r.facts.rsync_version.is_none() {
+            r.drop_with(ErrorKind::NoRsync, "rsync is not installed on the node (the probe found none); install it there (Debian: apt-get install rsync)");
+        }
+    }
+    let dests: Vec<Destination> = runs.iter().map(|r| r.dest.clone()).collect();
+    let config = if runs.is_empty() { PathBuf::new() } else { ssh::write_config(&plan.inventory.ssh, &dests)? };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(runs.len().clamp(1, 128))
+        .build()
+        .map_err(|e| Error::internal(format!("thread pool: {e}")))?;
+    let ssh_deadline = Duration::from_secs(plan.inventory.ssh.connect_timeout_s + 60);
+
+    pool.install(|| {
+        use rayon::prelude::*;
+        runs.par_iter_mut().filter(|r| r.alive()).for_each(|r| preflight(r, &config, &local, opts, ssh_deadline, progress));
+    });
+    if interrupt::requested() {
+        return Err(interrupted(&pool, &runs, &config, &local));
+    }
+
+    transfer(&mut runs, &config, &local, opts, progress)?;
+    if interrupt::requested() {
+        return Err(interrupted(&pool, &runs, &config, &local));
+    }
+
+    pool.install(|| {
+        use rayon::prelude::*;
+        runs.par_iter_mut().filter(|r| r.locked).for_each(|r| finish(r, &config, &local, ssh_deadline * 2));
+    });
+
+    let mut nodes = Vec::new();
+    let mut dropped = plan.dropped.clone();
+    for r in runs {
+        match (r.dropped, r.rsync) {
+            (Some(d), _) => {
+                progress(&SyncEvent::Dropped(&d));
+                dropped.push(d);
+            }
+            (None, Some((code, stats))) => {
+                let n = SyncedNode {
+                    planned: r.planned,
+                    bytes_sent: stats.bytes_sent,
+                    files_transferred: stats.files_transferred,
+                    elapsed_ms: r.started.elapsed().as_millis() as u64,
+                    rsync_exit: code,
+                    warning: r.warning,
+                };
+                progress(&SyncEvent::Synced(&n));
+                nodes.push(n);
+            }
+            (None, None) => return Err(Error::internal(format!("node {} ended neither synced nor dropped", r.planned.node))),
+        }
+    }
+    Ok(SyncDoc {
+        format_version: schema::FORMAT_VERSION,
+        kind: "sync".into(),
+        created_by: schema::created_by(),
+        source: local.root.display().to_string(),
+        virtualenv_path: local.venv.as_ref().map(|v| v.rel.clone()),
+        editable_paths: local.editable.clone(),
+        total_slots: nodes.iter().map(|n| n.planned.slots).sum(),
+        nodes,
+        dropped,
+        plan: plan.clone(),
+    })
+}
+
+/// Releases every lock we may hold (also on nodes whose pre-flight was cut short), then
+/// reports the interrupt.
+fn interrupted(pool: &rayon::ThreadPool, runs: &[NodeRun], config: &Path, local: &Local) -> Error {
+    pool.install(|| {
+        use rayon::prelude::*;
+        runs.par_iter().filter(|r| r.facts.rsync_version.is_some()).for_each(|r| {
+            let _ = node_script(config, &r.dest, "release", &[&r.planned.remote_dir, &r.lock, &local.holder], Duration::from_secs(10));
+        });
+    });
+    Error::new(Exit::Interrupted, "interrupted; the node directories' locks were released (a node may hold a partial copy, which the next sync completes)")
+}
+
+fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync)) -> Result<Local> {
+    let info = |s: String| progress(&SyncEvent::Info(s));
+    let root = match &opts.source {
+        Some(s) => {
+            let r = project::project_root(Some(s))?;
+            info(format!("sync: source {} (--source)", r.display()));
+            r
+        }
+        None => {
+            let r = PathBuf::from(&plan.source);
+            if !r.is_absolute() || !r.is_dir() {
+                return Err(Error::bad_input(format!(
+                    "the plan's source {:?} is not a directory here; run sync on the machine that made the plan, or pass --source DIR",
+                    plan.source
+                )));
+            }
+            info(format!("sync: source {} (the plan's project root)", r.display()));
+            r
+        }
+    };
+    // The chdir decides what `--delete` may touch: re-check what the document says.
+    project::validate_chdir(&plan.options.chdir)
+        .map_err(|e| Error::bad_input(format!("the plan's chdir is refused: {}", e.message)))?;
+    for e in &opts.excludes {
+        if e.contains(['\n', '\r']) || e.trim().is_empty() {
+            return Err(Error::usage(format!("--exclude {e:?}: a pattern is one non-empty line")));
+        }
+    }
+    if let Some(c) = &opts.cipher {
+        if !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '@' | '.' | '-' | '_' | ',')) {
+            return Err(Error::usage(format!("--rsync-cipher {c:?}: not a cipher name (see `ssh -Q cipher`)")));
+        }
+    }
+
+    let venv = match &plan.options.virtualenv_path {
+        None => {
+            info(format!("sync: no virtualenv in the project; the nodes run {}", plan.options.python));
+            None
+        }
+        Some(rel) => {
+            let rel_path = project::relative_inside(&root, Path::new(rel)).filter(|r| r == Path::new(rel)).ok_or_else(|| {
+                Error::bad_input(format!("the plan's virtualenv_path {rel:?} is not a directory inside {}", root.display()))
+            })?;
+            let abs = root.join(&rel_path);
+            if !abs.join("pyvenv.cfg").is_file() {
+                return Err(Error::bad_input(format!("the plan names the virtualenv {rel}, but {} has no pyvenv.cfg", abs.display())));
+            }
+            let base = venv::base_interpreter(&abs)?;
+            let site = venv::site_packages(&abs);
+            info(format!(
+                "sync: virtualenv {rel} synced with the project (Python {} from {}; each node needs that interpreter)",
+                base.version, base.path
+            ));
+            let pth = site.first().map(|s| format!("{rel}/{}/{}", s.display(), venv::EDITABLE_PTH));
+            Some((LocalVenv { rel: rel.clone(), base, pth }, abs, site))
+        }
+    };
+
+    let mut editable: Vec<String> = Vec::new();
+    let mut push = |rel: &Path| {
+        let s = rel.to_string_lossy().trim_end_matches('/').to_string();
+        if !editable.contains(&s) {
+            editable.push(s);
+        }
+    };
+    if let Some((v, abs, site)) = &venv {
+        for s in site {
+            for target in venv::editable_targets(&abs.join(s)) {
+                match venv::inside_or_root(&root, &target) {
+                    Some(rel) if rel.starts_with(&v.rel) => {}
+                    Some(rel) => push(&rel),
+                    None => info(format!(
+                        "sync: warning: the editable install at {} is outside the project root, so the nodes cannot import it from a synced copy",
+                        target.display()
+                    )),
+                }
+            }
+        }
+    }
+    let mut eggs: Vec<(PathBuf, String)> =
+        opts.develop_eggs.iter().map(|p| (p.clone(), format!("--develop-egg {}", p.display()))).collect();
+    eggs.extend(venv::ini_develop_eggs(&root).into_iter().map(|p| (root.join(&p), format!("ini cloud_develop_eggs {p}"))));
+    for (path, what) in &eggs {
+        if venv.is_none() {
+            return Err(Error::usage(format!("{what}: develop eggs are installed into the project's virtualenv, and the plan has none")));
+        }
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        let rel = venv::inside_or_root(&root, &abs)
+            .filter(|_| abs.is_dir())
+            .ok_or_else(|| Error::usage(format!("{what}: must be a directory inside the project root {}", root.display())))?;
+        push(&venv::develop_egg_import_root(&root, &rel));
+    }
+    if !editable.is_empty() {
+        let shown: Vec<String> = editable.iter().map(|e| if e.is_empty() { ".".to_string() } else { e.clone() }).collect();
+        info(format!("sync: nodes import editable sources from their synced copy of: {}", shown.join(", ")));
+    }
+    let ignore = root.join(rsync::IGNORE_FILE);
+    let ignore_file = ignore.is_file().then_some(ignore);
+    if ignore_file.is_some() {
+        info(format!("sync: filter rules from {}", rsync::IGNORE_FILE));
+    }
+    let hostname = local_hostname();
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let holder = one_line(&format!(
+        "pytest-cloud host={hostname} pid={} user={} started_unix={started} source={}",
+        std::process::id(),
+        project::local_user(),
+        root.display()
+    ));
+    Ok(Local { root, venv: venv.map(|v| v.0), editable, ignore_file, holder, hostname })
+}
+
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| Cmd::new(["uname", "-n"]).checked().ok().map(|o| o.stdout_str()))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Each planned node with its destination and facts; the remote directory is re-derived from
+/// the node's home and the chdir, never taken on trust.
+fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
+    let facts: BTreeMap<&str, &Facts> =
+        plan.inventory.nodes.iter().filter_map(|n| n.facts.as_ref().map(|f| (n.node.as_str(), f))).collect();
+    let mut runs = Vec::new();
+    for n in &plan.nodes {
+        let dest = Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("the plan's node {:?}: {m}", n.node)))?;
+        let f = facts
+            .get(n.node.as_str())
+            .ok_or_else(|| Error::bad_input(format!("the plan's node {} has no facts in its inventory", n.node)))?;
+        let home = f.home.trim_end_matches('/');
+        if !f.home.starts_with('/') || home.contains(['\n', '\r', '\0']) || Path::new(home).components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(Error::bad_input(format!("node {}: home {:?} is not an absolute path", n.node, f.home)));
+        }
+        let expected = format!("{home}/{}", plan.options.chdir);
+        if n.remote_dir != expected {
+            return Err(Error::bad_input(format!(
+                "node {}: remote_dir {:?} is not the node's home plus the chdir ({expected:?}); refusing to sync into it",
+                n.node, n.remote_dir
+            )));
+        }
+        runs.push(NodeRun {
+            planned: n.clone(),
+            dest,
+            facts: (*f).clone(),
+            lock: format!("{expected}.pytest-cloud-lock"),
+            started: Instant::now(),
+            locked: false,
+            rsync: None,
+            warning: None,
+            dropped: None,
+        });
+    }
+    Ok(runs)
+}
+
+/// rsync and GNU parallel must be here before any node is touched (exit 72 otherwise).
+fn check_local_tools() -> Result<()> {
+    Cmd::new(["rsync", "--version"]).output()?;
+    let out = Cmd::new(["parallel", "--version"]).output()?;
+    if !out.stdout_str().contains("GNU parallel") {
+        return Err(Error::new(
+            Exit::MissingTool,
+            format!("`parallel` on PATH is not GNU parallel (moreutils ships another one). {}", crate::proc::install_hint("parallel")),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the node script in MODE with ARGS over ssh; returns its key=value lines (in order)
+/// and the output.
+fn node_script(config: &Path, dest: &Destination, mode: &str, args: &[&str], deadline: Duration) -> Result<(Vec<(String, String)>, crate::proc::Output)> {
+    let mut words = vec!["sh", "-s", "--", mode];
+    words.extend_from_slice(args);
+    let argv = ssh::command_argv(config, dest, &ssh::remote_quote(&words));
+    let out = Cmd::new(argv).stdin(NODE_SCRIPT).deadline(deadline).output()?;
+    let kv = out
+        .stdout_str()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim_end().to_string())))
+        .collect();
+    Ok((kv, out))
+}
+
+fn get<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Why a node script run failed, when it did not reach its end.
+fn script_failure(out: &crate::proc::Output, kv: &[(String, String)]) -> Option<(ErrorKind, String)> {
+    match out.status {
+        Status::TimedOut => Some((ErrorKind::Timeout, "the node did not answer in time; ssh was killed".into())),
+        Status::Exited(255) => {
+            let msg = out.stderr_trimmed();
+            Some((crate::cmd::probe::classify_ssh_error(&msg), msg))
+        }
+        _ if get(kv, "sync_node_end").is_none() => Some((
+            ErrorKind::SyncFailed,
+            format!("the node-side script stopped (exit {}): {}", out.status.shell_code(), out.stderr_trimmed()),
+        )),
+        _ => None,
+    }
+}
+
+fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &SyncOptions, deadline: Duration, progress: &(dyn Fn(&SyncEvent) + Sync)) {
+    r.started = Instant::now();
+    let (py, want) = match &local.venv {
+        Some(v) => (v.base.path.clone(), v.base.version.clone()),
+        None => (String::new(), String::new()),
+    };
+    let marker_text = one_line(&format!(
+        "Made by pytest-cloud: mirrors {}:{}. Files not in the source are deleted here on every sync.",
+        local.hostname,
+        local.root.display()
+    ));
+    let stale_min = (opts.lock_stale.as_secs() / 60).max(1).to_string();
+    let mut break_holder = String::new();
+    let mut waited_for: Option<String> = None;
+    let wait_start = Instant::now();
+    loop {
+        let args = [r.planned.remote_dir.as_str(), &r.lock, &local.holder, &stale_min, &break_holder, &py, &want, &marker_text];
+        let (kv, out) = match node_script(config, &r.dest, "preflight", &args, deadline) {
+            Ok(x) => x,
+            Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
+        };
+        if let Some((kind, msg)) = script_failure(&out, &kv) {
+            return r.drop_with(kind, msg);
+        }
+        if let Some(found) = get(&kv, "python") {
+            if found == "missing" {
+                let others = node_pythons(&r.facts);
+                return r.drop_with(
+                    ErrorKind::PythonMismatch,
+                    format!(
+                        "the virtualenv {} needs Python {} at {} ({}), and the node has no {}{others}; \
+                         install that interpreter on the node or make the venv from one the nodes have",
+                        venv_name(local), want, py, venv_from(local), py
+                    ),
+                );
+            }
+            if found != want {
+                return r.drop_with(
+                    ErrorKind::PythonMismatch,
+                    format!(
+                        "the virtualenv {} needs Python {} at {} ({}), but the node's {} is {}; \
+                         use the same Python version here and on the nodes",
+                        venv_name(local), want, py, venv_from(local), py, found
+                    ),
+                );
+            }
+        }
+        if get(&kv, "rsync") == Some("missing") {
+            return r.drop_with(ErrorKind::NoRsync, "rsync is not installed on the node; install it there (Debian: apt-get install rsync)");
+        }
+        if let Some(state) = get(&kv, "target").filter(|s| !matches!(*s, "created" | "marked")) {
+            let what = match state {
+                "notdir" => "exists and is not a directory".to_string(),
+                "unreadable" => "exists and cannot be listed".to_string(),
+                _ => format!("exists, is not empty ({}...) and has no {} marker", get(&kv, "target_sample").unwrap_or("").trim(), rsync::MARKER),
+            };
+            return r.drop_with(
+                ErrorKind::UnsafeTarget,
+                format!(
+                    "{} {what}, so pytest-cloud will not mirror into it (that deletes files it does not know); \
+                     it was left untouched. Pick another --chdir, or empty it if it is yours to lose",
+                    r.planned.remote_dir
+                ),
+            );
+        }
+        if let Some(e) = get(&kv, "error") {
+            let stderr = out.stderr_trimmed();
+            return r.drop_with(ErrorKind::SyncFailed, if stderr.is_empty() { e.to_string() } else { format!("{e}: {stderr}") });
+        }
+        match get(&kv, "lock") {
+            Some("acquired") => {
+                r.locked = true;
+                return;
+            }
+            Some("held") => {
+                let holder = get(&kv, "lock_holder").unwrap_or("").to_string();
+                let stale = get(&kv, "lock_stale") == Some("1") || holder_is_dead(&holder, &local.hostname);
+                if stale && break_holder != holder {
+                    // Taken over on the next round trip, only if the holder is still the same.
+                    break_holder = holder;
+                    continue;
+                }
+                if waited_for.as_deref() != Some(holder.as_str()) {
+                    progress(&SyncEvent::Waiting { node: &r.planned.node, holder: &holder });
+                    waited_for = Some(holder.clone());
+                }
+                if wait_start.elapsed() >= opts.lock_wait || interrupt::requested() {
+                    return r.drop_with(
+                        ErrorKind::Locked,
+                        format!(
+                            "{} is locked by another run ({}); waited {} s. If that run is gone, remove {} on the node \
+                             (a lock older than {} min is taken over)",
+                            r.planned.remote_dir,
+                            describe_holder(&holder),
+                            wait_start.elapsed().as_secs(),
+                            r.lock,
+                            opts.lock_stale.as_secs() / 60
+                        ),
+                    );
+                }
+                sleep_unless_interrupted(Duration::from_millis(500));
+            }
+            _ => {
+                return r.drop_with(ErrorKind::SyncFailed, format!("the node-side check printed no lock state: {}", out.stderr_trimmed()));
+            }
+        }
+    }
+}
+
+fn sleep_unless_interrupted(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !interrupt::requested() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn venv_name(local: &Local) -> &str {
+    local.venv.as_ref().map(|v| v.rel.as_str()).unwrap_or("")
+}
+
+fn venv_from(local: &Local) -> String {
+    local.venv.as_ref().map(|v| format!("{}/pyvenv.cfg; {}", v.rel, v.base.from)).unwrap_or_default()
+}
+
+fn node_pythons(f: &Facts) -> String {
+    if f.pythons.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = f.pythons.values().map(|p| format!("{} ({})", p.path, p.version)).collect();
+    format!(" (it has {})", list.join(", "))
+}
+
+/// A holder on this very machine whose process is gone left its lock behind (Ctrl-C'd
+/// twice, killed): take it over at once instead of waiting for it to go stale.
+fn holder_is_dead(holder: &str, hostname: &str) -> bool {
+    let field = |k: &str| holder.split_whitespace().find_map(|w| w.strip_prefix(k));
+    match (field("host="), field("pid=").and_then(|p| p.parse::<u32>().ok())) {
+        (Some(h), Some(pid)) if h == hostname && Path::new("/proc/self").exists() => !Path::new(&format!("/proc/{pid}")).exists(),
+        _ => false,
+    }
+}
+
+fn describe_holder(holder: &str) -> String {
+    if holder.trim().is_empty() {
+        return "holder unknown".into();
+    }
+    let age = holder
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("started_unix="))
+        .and_then(|s| s.parse::<u64>().ok())
+        .and_then(|t| SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|now| now.as_secs().saturating_sub(t)));
+    match age {
+        Some(a) => format!("{}, started {a} s ago", holder.trim()),
+        None => holder.trim().to_string(),
+    }
+}
+
+/// rsync to every node still in the running, through GNU parallel.
+fn transfer(runs: &mut [NodeRun], config: &Path, local: &Local, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync)) -> Result<()> {
+    let idx: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].alive()).collect();
+    if idx.is_empty() {
+        return Ok(());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("sync-")
+        .tempdir_in(ssh::runtime_dir()?)
+        .map_err(|e| Error::io("creating a temporary directory", e))?;
+    let filter_file = tmp.path().join("filters");
+    let rules = rsync::filter_rules(&opts.excludes, local.ignore_file.as_deref(), opts.include_git);
+    std::fs::write(&filter_file, rules.join("\n") + "\n").map_err(|e| Error::io(filter_file.display(), e))?;
+    // One line per job: the destination, which parallel quotes into `{}`.
+    let jobs: String = idx.iter().map(|&i| format!("{}:{}/\n", runs[i].dest.ssh_target(), runs[i].planned.remote_dir)).collect();
+    let jobs_file = tmp.path().join("jobs");
+    std::fs::write(&jobs_file, jobs).map_err(|e| Error::io(jobs_file.display(), e))?;
+    let spec = rsync::RsyncSpec {
+        rsh: ssh::rsync_rsh(config, opts.cipher.as_deref()),
+        bwlimit_kbps: opts.bwlimit_kbps,
+        progress: opts.live_progress,
+        filter_file: filter_file.display().to_string(),
+        timeout_s: 120,
+    };
+    let mut command = vec!["rsync".to_string()];
+    command.extend(rsync::rsync_options(&spec));
+    // The source is the working directory, so no local path passes through parallel's
+    // replacement strings.
+    command.extend(["./".to_string(), "{}".to_string()]);
+    let joblog = tmp.path().join("joblog");
+    let results = tmp.path().join("results");
+    let jobs_at_once = opts.max_processes.map(|m| m as usize).unwrap_or(idx.len()).min(idx.len());
+    let argv = rsync::parallel_argv(jobs_at_once, &joblog, &results, &jobs_file, &command);
+    let cmd = Cmd::new(argv).dir(&local.root);
+
+    let mut started = vec![false; idx.len()];
+    let mut forwarded = false;
+    let mut poll = |pids: &[u32]| {
+        if interrupt::requested() && !forwarded {
+            interrupt::forward(pids);
+            forwarded = true;
+        }
+        for (k, &i) in idx.iter().enumerate() {
+            let dir = results.join((k + 1).to_string());
+            if !started[k] && dir.exists() {
+                started[k] = true;
+                progress(&SyncEvent::Started { node: &runs[i].planned.node, remote_dir: &runs[i].planned.remote_dir });
+            }
+            if opts.live_progress && started[k] {
+                if let Some(p) = std::fs::read(dir.join("stdout")).ok().and_then(|b| rsync::parse_progress(&String::from_utf8_lossy(&b))) {
+                    progress(&SyncEvent::Progress { node: &runs[i].planned.node, progress: &p });
+                }
+            }
+        }
+    };
+    let out = cmd.output_polling(Duration::from_millis(200), &mut poll)?;
+    let log = std::fs::read_to_string(&joblog).unwrap_or_default();
+    let results_by_seq = rsync::parse_joblog(&log);
+    for (k, &i) in idx.iter().enumerate() {
+        let r = &mut runs[i];
+        let dir = results.join((k + 1).to_string());
+        let stdout = std::fs::read(dir.join("stdout")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let stderr = std::fs::read(dir.join("stderr")).map(|b| crate::proc::trim_message(&String::from_utf8_lossy(&b))).unwrap_or_default();
+        match results_by_seq.get(&(k + 1)) {
+            None => {
+                let why = out.stderr_trimmed();
+                r.drop_with(
+                    ErrorKind::SyncFailed,
+                    if interrupt::requested() {
+                        "interrupted before rsync finished".to_string()
+                    } else {
+                        format!("rsync did not run to its end (GNU parallel exited with {}): {why}", out.status.shell_code())
+                    },
+                );
+            }
+            Some(j) if j.signal != 0 => r.drop_with(ErrorKind::SyncFailed, format!("rsync was killed by signal {}: {stderr}", j.signal)),
+            Some(j) if rsync::usable(j.exitval) => {
+                let stats = rsync::parse_stats(&stdout).unwrap_or_default();
+                if j.exitval != 0 {
+                    r.warning = Some(format!("rsync exit {} ({}): {stderr}", j.exitval, rsync::exit_meaning(j.exitval)));
+                }
+                r.rsync = Some((j.exitval, stats));
+            }
+            Some(j) => r.drop_with(
+                ErrorKind::SyncFailed,
+                format!("rsync exited with status {} ({}): {stderr}", j.exitval, rsync::exit_meaning(j.exitval)),
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// After rsync: orphan bytecode, the editable `.pth`, a check that the synced interpreter
+/// runs with those paths, and the lock released (also for nodes whose rsync failed).
+fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Duration) {
+    let dir = r.planned.remote_dir.clone();
+    if !r.alive() {
+        let _ = node_script(config, &r.dest, "release", &[&dir, &r.lock, &local.holder], deadline);
+        return;
+    }
+    let (pth, python) = match &local.venv {
+        Some(v) => (v.pth.clone().unwrap_or_default(), format!("{dir}/{}/bin/python", v.rel)),
+        None => (String::new(), String::new()),
+    };
+    let entries: Vec<String> =
+        local.editable.iter().map(|e| if e.is_empty() { dir.clone() } else { format!("{dir}/{e}") }).collect();
+    let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python];
+    args.extend(entries.iter().map(String::as_str));
+    let (kv, out) = match node_script(config, &r.dest, "finish", &args, deadline) {
+        Ok(x) => x,
+        Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
+    };
+    if let Some((kind, msg)) = script_failure(&out, &kv) {
+        return r.drop_with(kind, format!("after rsync: {msg}"));
+    }
+    if let Some(e) = get(&kv, "error") {
+        return r.drop_with(ErrorKind::SyncFailed, format!("after rsync: {e}: {}", out.stderr_trimmed()));
+    }
+    if get(&kv, "venv") == Some("failed") {
+        let msg: Vec<&str> = kv.iter().filter(|(k, _)| k == "venv_message").map(|(_, v)| v.as_str()).collect();
+        let kind = if entries.is_empty() { ErrorKind::PythonMismatch } else { ErrorKind::DevelopFailed };
+        r.drop_with(kind, format!("the synced interpreter {python} does not work on the node: {}", msg.join(" / ")));
+    }
+}
+
+/// Progress on stderr: plain lines, or with a terminal, one updating line per node in
+/// flight below the plain lines.
+struct Screen {
+    quiet: bool,
+    tty: bool,
+    state: Mutex<ScreenState>,
+}
+
+#[derive(Default)]
+struct ScreenState {
+    /// Node -> its live line, in start order.
+    live: Vec<(String, String)>,
+    drawn: usize,
+}
+
+impl Screen {
+    fn new(quiet: bool, tty: bool) -> Self {
+        Screen { quiet, tty, state: Mutex::new(ScreenState::default()) }
+    }
+
+    fn event(&self, e: &SyncEvent) {
+        if self.quiet {
+            return;
+        }
+        let line = match e {
+            SyncEvent::Info(s) => Some(s.clone()),
+            SyncEvent::Waiting { node, holder } => Some(format!("{node}: waiting for the lock held by {}", describe_holder(holder))),
+            SyncEvent::Started { node, remote_dir } => {
+                if self.tty {
+                    self.update(node, format!("{node}: syncing to {remote_dir}"));
+                    None
+                } else {
+                    Some(format!("{node}: syncing to {remote_dir}"))
+                }
+            }
+            SyncEvent::Progress { node, progress } => {
+                self.update(node, format!("{node}: {} {:>3}% {}", human_bytes(progress.bytes), progress.percent, progress.rate));
+                None
+            }
+            SyncEvent::Synced(n) => {
+                self.forget(&n.planned.node);
+                Some(format!(
+                    "{}: synced, {} sent ({} files) in {:.1} s{}",
+                    n.planned.node,
+                    human_bytes(n.bytes_sent),
+                    n.files_transferred,
+                    n.elapsed_ms as f64 / 1000.0,
+                    n.warning.as_deref().map(|w| format!("; warning: {w}")).unwrap_or_default()
+                ))
+            }
+            SyncEvent::Dropped(d) => {
+                self.forget(&d.node);
+                Some(format!("{}: dropped ({}: {})", d.node, d.error_kind.as_str(), d.message))
+            }
+        };
+        if let Some(l) = line {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            self.erase(&mut st);
+            eprintln!("{l}");
+            self.draw(&mut st);
+        }
+    }
+
+    fn update(&self, node: &str, line: String) {
+        if !self.tty {
+            return;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match st.live.iter_mut().find(|(n, _)| n == node) {
+            Some(entry) => entry.1 = line,
+            None => st.live.push((node.to_string(), line)),
+        }
+        self.erase(&mut st);
+        self.draw(&mut st);
+    }
+
+    fn forget(&self, node: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.live.retain(|(n, _)| n != node);
+    }
+
+    fn erase(&self, st: &mut ScreenState) {
+        if self.tty && st.drawn > 0 {
+            // Up to the first live line, then clear to the end of the screen.
+            eprint!("\x1b[{}A\r\x1b[J", st.drawn);
+            st.drawn = 0;
+        }
+    }
+
+    fn draw(&self, st: &mut ScreenState) {
+        if self.tty {
+            for (_, l) in &st.live {
+                eprintln!("{l}");
+            }
+            st.drawn = st.live.len();
+        }
+    }
+
+    fn clear(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.live.clear();
+        self.erase(&mut st);
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_local_holders_are_recognised() {
+        let me = local_hostname();
+        let alive = format!("pytest-cloud host={me} pid={} user=u started_unix=1 source=/p", std::process::id());
+        assert!(!holder_is_dead(&alive, &me));
+        assert!(holder_is_dead(&format!("pytest-cloud host={me} pid=4000000000 user=u"), &me));
+        assert!(!holder_is_dead("pytest-cloud host=elsewhere pid=4000000000 user=u", &me), "another machine's pid says nothing");
+        assert!(!holder_is_dead("", &me));
+    }
+
+    #[test]
+    fn bytes_read_as_humans_do() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(20 * 1024 * 1024 + 1), "20.0 MiB");
+    }
 }
