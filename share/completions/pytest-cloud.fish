@@ -52,6 +52,18 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l sourc
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l explain -d 'Print the arithmetic per node on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -s q -l quiet -d 'No progress on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -s h -l help -d 'Print help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l source -d 'Project root to sync [default: the plan\'s source]' -r -F
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l rsync-bandwidth-limit -d 'Bandwidth limit per rsync process in KB/s; 0 = unlimited' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l rsync-max-processes -d 'At most this many rsync processes at once [default: all nodes at once]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l rsync-cipher -d 'ssh cipher for rsync; "" or "none" leaves the choice to ssh' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l exclude -d 'Do not sync files matching this rsync pattern (also kept on the nodes). Repeatable. More rules, in rsync filter syntax, go in .pytest-cloud-ignore at the project root' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l develop-egg -d 'A package directory inside the project whose sources the nodes import from their synced copy (like `pip install -e`, with no pip or index on the node). Repeatable; adds to ini `cloud_develop_eggs`' -r -F
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l lock-wait -d 'Wait this long for another run\'s lock on a node\'s directory before dropping the node' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l ssh-config -d 'ssh config file used for every ssh call (as `ssh -F`); default: ssh\'s own (~/.ssh/config and /etc/ssh/ssh_config)' -r -F
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l connect-timeout -d 'ssh ConnectTimeout in seconds (TCP connect and banner)' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l control-persist -d 'Keep each node\'s shared ssh connection open this long after use; 0 = no sharing' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l include-git -d 'Sync .git directories too (excluded by default)'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -s q -l quiet -d 'No progress on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -s h -l help -d 'Print help'

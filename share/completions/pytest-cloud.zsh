@@ -61,9 +61,21 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (sync)
 _arguments "${_arguments_options[@]}" : \
+'--source=[Project root to sync \[default\: the plan'\''s source\]]:DIR:_files' \
+'--rsync-bandwidth-limit=[Bandwidth limit per rsync process in KB/s; 0 = unlimited]:KBPS:_default' \
+'--rsync-max-processes=[At most this many rsync processes at once \[default\: all nodes at once\]]:N:_default' \
+'--rsync-cipher=[ssh cipher for rsync; "" or "none" leaves the choice to ssh]:CIPHER:_default' \
+'*--exclude=[Do not sync files matching this rsync pattern (also kept on the nodes). Repeatable. More rules, in rsync filter syntax, go in .pytest-cloud-ignore at the project root]:PATTERN:_default' \
+'*--develop-egg=[A package directory inside the project whose sources the nodes import from their synced copy (like \`pip install -e\`, with no pip or index on the node). Repeatable; adds to ini \`cloud_develop_eggs\`]:PATH:_files' \
+'--lock-wait=[Wait this long for another run'\''s lock on a node'\''s directory before dropping the node]:SECS:_default' \
+'--ssh-config=[ssh config file used for every ssh call (as \`ssh -F\`); default\: ssh'\''s own (~/.ssh/config and /etc/ssh/ssh_config)]:FILE:_files' \
+'--connect-timeout=[ssh ConnectTimeout in seconds (TCP connect and banner)]:SECS:_default' \
+'--control-persist=[Keep each node'\''s shared ssh connection open this long after use; 0 = no sharing]:SECS:_default' \
+'--include-git[Sync .git directories too (excluded by default)]' \
+'-q[No progress on stderr]' \
+'--quiet[No progress on stderr]' \
 '-h[Print help]' \
 '--help[Print help]' \
-'*::rest -- Arguments (see `pytest-cloud sync --help` once implemented):_default' \
 && ret=0
 ;;
 (exec)

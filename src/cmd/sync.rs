@@ -850,6 +850,7 @@ impl Screen {
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match st.live.iter_mut().find(|(n, _)| n == node) {
+            Some(entry) if entry.1 == line => return,
             Some(entry) => entry.1 = line,
             None => st.live.push((node.to_string(), line)),
         }

@@ -1,0 +1,484 @@
+//! `pytest-cloud sync` against real sshd nodes on loopback, real rsync, real GNU parallel and
+//! a real venv (Debian's python3, pytest from PyPI), per issue #3's "Done when" list.
+//!
+//! The venv with pytest is built once per machine under CARGO_TARGET_TMPDIR and copied into
+//! each test project; the editable install is made by the real pip in each project.
+
+mod common;
+
+use common::cluster::Cluster;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("pytest-cloud")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+    out
+}
+
+fn is_root() -> bool {
+    text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0"
+}
+
+fn base_python_version() -> String {
+    let out = run(Command::new("/usr/bin/python3").args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]));
+    text(&out.stdout).trim().to_string()
+}
+
+/// A venv with pytest (and wheel, so editable installs need no index), made once.
+fn template_venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let key = format!("sync-venv-v1-py{}", base_python_version());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&key);
+        if dir.join("ready").exists() {
+            return dir;
+        }
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{key}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&tmp));
+        run(Command::new(tmp.join("bin/python")).args([
+            "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest>=8,<10", "wheel",
+        ]));
+        std::fs::write(tmp.join("ready"), "").unwrap();
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another test binary won the race; use its copy.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        dir
+    })
+}
+
+fn write(p: &Path, content: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// A src-layout project with a `.venv` (pytest installed) and, when asked, the package
+/// installed into it in editable mode by pip.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(editable: bool) -> Project {
+        let dir = tempfile::Builder::new().prefix("pc-sync-proj-").tempdir().unwrap();
+        let root = dir.path();
+        write(
+            &root.join("pyproject.toml"),
+            "[build-system]\nrequires = [\"setuptools>=64\"]\nbuild-backend = \"setuptools.build_meta\"\n\
+             [project]\nname = \"mypkg\"\nversion = \"0.1\"\n[tool.pytest.ini_options]\ntestpaths = [\"tests\"]\n",
+        );
+        write(&root.join("src/mypkg/__init__.py"), "def hello():\n    return 'hi'\n");
+        write(&root.join("src/mypkg/keep.py"), "VALUE = 1\n");
+        write(&root.join("src/mypkg/old.py"), "OLD = True\n");
+        write(&root.join("tests/test_hello.py"), "import mypkg\n\ndef test_hello():\n    assert mypkg.hello() == 'hi'\n");
+        run(Command::new("cp").arg("-a").arg(template_venv()).arg(root.join(".venv")));
+        std::fs::remove_file(root.join(".venv/ready")).unwrap();
+        if editable {
+            run(Command::new(root.join(".venv/bin/python"))
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index", "--no-build-isolation", "--no-deps", "-e", "."])
+                .current_dir(root));
+        }
+        Project { dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `probe | plan` for these nodes, as a plan document.
+fn plan(cluster: &Cluster, project: &Project, nodes: &str, chdir: &str) -> String {
+    let inv = run(Command::new(bin())
+        .args(["probe", "-q", "--ssh-config"])
+        .arg(cluster.ssh_config())
+        .args(["--nodes", nodes])
+        .stdin(Stdio::null()));
+    let mut p = Command::new(bin());
+    p.args(["plan", "-q", "--chdir", chdir, "--source"]).arg(project.root()).env_remove("VIRTUAL_ENV");
+    text(&pipe(&mut p, &inv.stdout).stdout)
+}
+
+fn pipe(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+struct Synced {
+    code: i32,
+    doc: Value,
+    stdout: String,
+    stderr: String,
+}
+
+fn sync(input: &str, args: &[&str]) -> Synced {
+    let mut cmd = Command::new(bin());
+    cmd.arg("sync").args(args).env_remove("VIRTUAL_ENV");
+    let out = pipe(&mut cmd, input.as_bytes());
+    let stdout = text(&out.stdout);
+    Synced {
+        code: out.status.code().unwrap_or(-1),
+        doc: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stdout,
+        stderr: text(&out.stderr),
+    }
+}
+
+fn node<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["nodes"].as_array().unwrap().iter().find(|n| n["node"] == name).unwrap_or_else(|| panic!("{name} not synced: {doc:#}"))
+}
+
+fn dropped<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["dropped"].as_array().unwrap().iter().find(|n| n["node"] == name).unwrap_or_else(|| panic!("{name} not dropped: {doc:#}"))
+}
+
+fn remote_dir(doc: &Value, name: &str) -> String {
+    let plan = if doc["kind"] == "plan" { doc } else { &doc["plan"] };
+    plan["nodes"].as_array().unwrap().iter().find(|n| n["node"] == name).unwrap()["remote_dir"].as_str().unwrap().to_string()
+}
+
+/// Runs `cmd` on the node as its user; returns stdout, panicking with stderr on failure.
+fn on_node(cluster: &Cluster, alias: &str, cmd: &str) -> String {
+    let out = cluster.ssh(alias, cmd);
+    assert!(out.status.success(), "{alias}: {cmd}: {}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn exists_on_node(cluster: &Cluster, alias: &str, path: &str) -> bool {
+    cluster.ssh(alias, &format!("test -e {}", shell_words::quote(path))).status.success()
+}
+
+#[test]
+fn four_nodes_get_the_project_with_its_venv_and_a_resync_sends_almost_nothing() {
+    let cluster = Cluster::up(4);
+    let project = Project::new(true);
+    // The pipe as a user types it.
+    let b = shell_words::quote(bin().to_str().unwrap()).into_owned();
+    let line = format!(
+        "{b} probe -q --ssh-config {} --nodes 'node1 node2 node3 node4' | {b} plan -q --chdir pc_four --source {} | {b} sync --rsync-bandwidth-limit 0",
+        shell_words::quote(cluster.ssh_config().to_str().unwrap()),
+        shell_words::quote(project.root().to_str().unwrap()),
+    );
+    let t = Instant::now();
+    let out = Command::new("sh").arg("-c").arg(&line).env_remove("VIRTUAL_ENV").output().unwrap();
+    let first_s = t.elapsed().as_secs_f64();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(doc["kind"], "sync");
+    assert_eq!(doc["nodes"].as_array().unwrap().len(), 4, "{doc:#}");
+    assert_eq!(doc["virtualenv_path"], ".venv");
+    assert_eq!(doc["editable_paths"], serde_json::json!(["src"]));
+    assert!(stderr.contains(&format!("sync: source {}", project.root().display())), "says which source: {stderr}");
+    assert!(stderr.contains("virtualenv .venv"), "says which venv: {stderr}");
+
+    for alias in ["node1", "node2", "node3", "node4"] {
+        let n = node(&doc, alias);
+        assert_eq!(n["rsync_exit"], 0);
+        assert!(n["bytes_sent"].as_u64().unwrap() > 1_000_000, "{n}");
+        let dir = n["remote_dir"].as_str().unwrap();
+        let got = on_node(
+            &cluster,
+            alias,
+            &format!(
+                "cd {dir} && .venv/bin/python -c 'import mypkg; print(mypkg.__file__)' && .venv/bin/python -m pytest --version 2>&1 && \
+                 .venv/bin/python -m pytest -q -p no:cacheprovider 2>&1 | tail -n 1"
+            ),
+        );
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(lines[0], format!("{dir}/src/mypkg/__init__.py"), "imports from the node's copy: {got}");
+        assert!(lines[1].starts_with("pytest "), "{got}");
+        assert!(lines[2].contains("1 passed"), "{got}");
+    }
+
+    let t = Instant::now();
+    let again = sync(&text(&out.stdout), &["--rsync-bandwidth-limit", "0"]);
+    let resync_s = t.elapsed().as_secs_f64();
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    for alias in ["node1", "node2", "node3", "node4"] {
+        let (first, second) = (node(&doc, alias)["bytes_sent"].as_u64().unwrap(), node(&again.doc, alias)["bytes_sent"].as_u64().unwrap());
+        assert!(second * 20 < first, "{alias}: a no-change re-sync sent {second} bytes after {first}");
+        assert_eq!(node(&again.doc, alias)["files_transferred"], 0);
+    }
+    eprintln!(
+        "measured: first pipe (probe+plan+sync) {first_s:.2} s, {} bytes to node1; no-change re-sync {resync_s:.2} s, {} bytes to node1",
+        node(&doc, "node1")["bytes_sent"],
+        node(&again.doc, "node1")["bytes_sent"]
+    );
+}
+
+#[test]
+fn changes_deletions_and_orphan_bytecode_arrive_and_excluded_files_stay_out() {
+    let cluster = Cluster::up(1);
+    let project = Project::new(true);
+    let root = project.root();
+    write(&root.join("src/mypkg/sub/__init__.py"), "");
+    write(&root.join("src/mypkg/sub/m.py"), "M = 1\n");
+    write(&root.join("data.txt"), "data\n");
+    write(&root.join(".git/HEAD"), "ref: refs/heads/main\n");
+    write(&root.join(".pytest_cache/v/x"), "{}");
+    write(&root.join("debug.log"), "local log\n");
+    write(&root.join("secret.txt"), "local secret\n");
+    write(&root.join(".pytest-cloud-ignore"), "# rsync filter rules\n- *.log\n");
+    write(&root.join(".hidden-config"), "kept: no blanket dot-file exclusion\n");
+    // A develop egg by option (src layout) and one by ini (flat), neither installed locally.
+    write(&root.join("libs/helper/pyproject.toml"), "[project]\nname = \"helper\"\nversion = \"1\"\n");
+    write(&root.join("libs/helper/src/helper/__init__.py"), "H = 'helper'\n");
+    write(&root.join("libs/tool/tool.py"), "T = 'tool'\n");
+    let pyproject = std::fs::read_to_string(root.join("pyproject.toml")).unwrap();
+    write(&root.join("pyproject.toml"), &format!("{pyproject}cloud_develop_eggs = [\"libs/tool\"]\n"));
+
+    let plan = plan(&cluster, &project, "node1", "pc_changes");
+    let first = sync(&plan, &["--rsync-bandwidth-limit", "0", "--exclude", "secret.txt", "--develop-egg", root.join("libs/helper").to_str().unwrap()]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(first.doc["editable_paths"], serde_json::json!(["src", "libs/helper/src", "libs/tool"]));
+    let dir = remote_dir(&first.doc, "node1");
+    let import_all = format!(
+        "cd {dir} && .venv/bin/python -c 'import mypkg, mypkg.keep, mypkg.old, mypkg.sub.m, helper, tool; print(mypkg.keep.VALUE, helper.__file__, tool.__file__)'"
+    );
+    let got = on_node(&cluster, "node1", &import_all);
+    assert_eq!(got.trim(), format!("1 {dir}/libs/helper/src/helper/__init__.py {dir}/libs/tool/tool.py"));
+    for (path, present) in [
+        (".git", false),
+        (".pytest_cache", false),
+        ("debug.log", false),
+        ("secret.txt", false),
+        (".hidden-config", true),
+        (".pytest-cloud-ignore", true),
+        (".pytest-cloud-target", true),
+    ] {
+        assert_eq!(exists_on_node(&cluster, "node1", &format!("{dir}/{path}")), present, "{path}");
+    }
+    // Editable-install metadata in the tree is part of the project (importlib.metadata reads it).
+    for meta in ["src/mypkg.egg-info"] {
+        assert_eq!(exists_on_node(&cluster, "node1", &format!("{dir}/{meta}")), root.join(meta).exists(), "{meta}");
+    }
+    let pyc = |name: &str| format!("{dir}/src/mypkg/__pycache__/{name}.cpython-{}.pyc", base_python_version().split('.').take(2).collect::<Vec<_>>().join(""));
+    assert!(exists_on_node(&cluster, "node1", &pyc("old")), "the node compiled old.py");
+    let init_pyc_mtime = on_node(&cluster, "node1", &format!("stat -c %Y {}", pyc("__init__")));
+    // Node-side files that the filters exclude are the node's own: kept.
+    on_node(&cluster, "node1", &format!("mkdir -p {dir}/.pytest_cache && echo node > {dir}/.pytest_cache/n && echo node > {dir}/debug.log"));
+
+    write(&root.join("src/mypkg/keep.py"), "VALUE = 2222\n");
+    std::fs::remove_file(root.join("data.txt")).unwrap();
+    std::fs::remove_file(root.join("src/mypkg/old.py")).unwrap();
+    std::fs::remove_dir_all(root.join("src/mypkg/sub")).unwrap();
+    let second = sync(&first.stdout, &["--rsync-bandwidth-limit", "0", "--exclude", "secret.txt", "--develop-egg", root.join("libs/helper").to_str().unwrap()]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let got = on_node(&cluster, "node1", &format!("cd {dir} && .venv/bin/python -c 'import mypkg.keep; print(mypkg.keep.VALUE)'"));
+    assert_eq!(got.trim(), "2222", "the changed file arrived");
+    assert!(!exists_on_node(&cluster, "node1", &format!("{dir}/data.txt")), "deleted file is gone");
+    assert!(!exists_on_node(&cluster, "node1", &format!("{dir}/src/mypkg/old.py")));
+    assert!(!exists_on_node(&cluster, "node1", &pyc("old")), "the deleted module's .pyc is gone");
+    assert!(!exists_on_node(&cluster, "node1", &format!("{dir}/src/mypkg/sub")), "a deleted package goes with its __pycache__");
+    let gone = cluster.ssh("node1", &format!("cd {dir} && .venv/bin/python -c 'import mypkg.old'"));
+    assert!(text(&gone.stderr).contains("ModuleNotFoundError"), "{}", text(&gone.stderr));
+    assert_eq!(on_node(&cluster, "node1", &format!("stat -c %Y {}", pyc("__init__"))), init_pyc_mtime, "unchanged modules keep their bytecode");
+    assert_eq!(on_node(&cluster, "node1", &format!("cat {dir}/.pytest_cache/n {dir}/debug.log")), "node\nnode\n");
+}
+
+#[test]
+fn a_node_whose_rsync_fails_is_dropped_with_rsyncs_message_and_the_others_go_on() {
+    assert!(is_root(), "this test makes a directory on the node that its user cannot write: run as root");
+    let cluster = Cluster::up(2);
+    let project = Project::new(false);
+    let plan = plan(&cluster, &project, "node1 node2", "pc_fail");
+    let first = sync(&plan, &["-q", "--rsync-bandwidth-limit", "0"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // The nodes live on this machine: as root, put a directory the node's user cannot write
+    // where the next sync must write.
+    let dir2 = remote_dir(&first.doc, "node2");
+    std::fs::create_dir_all(format!("{dir2}/src/mypkg/locked")).unwrap();
+    write(&project.root().join("src/mypkg/locked/new.py"), "NEW = 1\n");
+    let second = sync(&first.stdout, &["--rsync-bandwidth-limit", "0"]);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    node(&second.doc, "node1");
+    let d = dropped(&second.doc, "node2");
+    assert_eq!((d["stage"].as_str(), d["error_kind"].as_str()), (Some("sync"), Some("sync_failed")));
+    let msg = d["message"].as_str().unwrap();
+    assert!(msg.contains("status 23") && msg.contains("Permission denied"), "rsync's code and words: {msg}");
+    assert!(second.stderr.contains("node2: dropped (sync_failed"), "{}", second.stderr);
+    assert!(exists_on_node(&cluster, "node1", &format!("{}/src/mypkg/locked/new.py", remote_dir(&first.doc, "node1"))));
+    assert!(!Path::new(&format!("{dir2}.pytest-cloud-lock")).exists(), "the failed node's lock is released");
+}
+
+#[test]
+fn a_non_empty_unmarked_target_is_refused_and_left_untouched() {
+    let cluster = Cluster::up(2);
+    let project = Project::new(false);
+    let plan = plan(&cluster, &project, "node1 node2", "pc_precious");
+    let doc: Value = serde_json::from_str(&plan).unwrap();
+    let (dir1, dir2) = (remote_dir(&doc, "node1"), remote_dir(&doc, "node2"));
+    on_node(&cluster, "node1", &format!("mkdir {dir1} && echo mine > {dir1}/precious.txt"));
+    on_node(&cluster, "node2", &format!("mkdir {dir2}"));
+    let s = sync(&plan, &["--rsync-bandwidth-limit", "0"]);
+    assert_eq!(s.code, 1, "{}", s.stderr);
+    let d = dropped(&s.doc, "node1");
+    assert_eq!(d["error_kind"], "unsafe_target");
+    let msg = d["message"].as_str().unwrap();
+    assert!(msg.contains("precious.txt") && msg.contains("untouched") && msg.contains(&dir1), "{msg}");
+    assert_eq!(on_node(&cluster, "node1", &format!("ls -A {dir1}; cat {dir1}/precious.txt")), "precious.txt\nmine\n");
+    assert!(!exists_on_node(&cluster, "node1", &format!("{dir1}.pytest-cloud-lock")));
+    // An empty directory is adopted: marked, then mirrored.
+    node(&s.doc, "node2");
+    assert!(exists_on_node(&cluster, "node2", &format!("{dir2}/.pytest-cloud-target")));
+    assert!(exists_on_node(&cluster, "node2", &format!("{dir2}/.venv/bin/python")));
+}
+
+#[test]
+fn a_node_with_another_python_is_dropped_before_any_byte_is_sent() {
+    let cluster = Cluster::up(1);
+    let project = Project::new(false);
+    let real = base_python_version();
+    let mut parts: Vec<u32> = real.split('.').map(|p| p.parse().unwrap()).collect();
+    parts[2] += 77;
+    let fake = format!("{}.{}.{}", parts[0], parts[1], parts[2]);
+    let cfg = project.root().join(".venv/pyvenv.cfg");
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(&format!("version = {real}"), &format!("version = {fake}"));
+    assert!(text_cfg.contains(&fake), "pyvenv.cfg has a version line: {text_cfg}");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let plan = plan(&cluster, &project, "node1", "pc_python");
+    let s = sync(&plan, &["--rsync-bandwidth-limit", "0"]);
+    assert_eq!(s.code, 69, "{}", s.stderr);
+    let d = dropped(&s.doc, "node1");
+    assert_eq!(d["error_kind"], "python_mismatch");
+    let msg = d["message"].as_str().unwrap();
+    assert!(msg.contains(&fake) && msg.contains(&real) && msg.contains("/usr/bin/python3"), "names both: {msg}");
+    let dir = remote_dir(&s.doc, "node1");
+    assert!(!exists_on_node(&cluster, "node1", &dir), "nothing was created on the node");
+    assert!(!exists_on_node(&cluster, "node1", &format!("{dir}.pytest-cloud-lock")));
+}
+
+#[test]
+fn exit_75_while_another_live_run_holds_the_lock_and_a_dead_holders_lock_is_taken_over() {
+    let cluster = Cluster::up(1);
+    let project = Project::new(false);
+    let plan = plan(&cluster, &project, "node1", "pc_lock");
+    let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    // A live holder: this test process.
+    let holder = format!("pytest-cloud host={host} pid={} user=other started_unix=1 source=/elsewhere", std::process::id());
+    on_node(&cluster, "node1", &format!("mkdir {dir}.pytest-cloud-lock && echo {} > {dir}.pytest-cloud-lock/holder", shell_words::quote(&holder)));
+    let s = sync(&plan, &["--rsync-bandwidth-limit", "0", "--lock-wait", "1"]);
+    assert_eq!(s.code, 75, "{}", s.stderr);
+    let d = dropped(&s.doc, "node1");
+    assert_eq!(d["error_kind"], "locked");
+    let msg = d["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("pid={}", std::process::id())) && msg.contains("source=/elsewhere"), "names the holder: {msg}");
+    assert!(s.stderr.contains("waiting for the lock"), "{}", s.stderr);
+    assert!(!exists_on_node(&cluster, "node1", &dir), "nothing synced while locked");
+
+    // A holder on this machine whose process is gone: taken over at once.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let holder = format!("pytest-cloud host={host} pid={dead} user=other started_unix=1 source=/elsewhere");
+    on_node(&cluster, "node1", &format!("echo {} > {dir}.pytest-cloud-lock/holder", shell_words::quote(&holder)));
+    let s = sync(&plan, &["--rsync-bandwidth-limit", "0", "--lock-wait", "1"]);
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert!(!exists_on_node(&cluster, "node1", &format!("{dir}.pytest-cloud-lock")), "released after the sync");
+}
+
+#[test]
+fn an_interrupt_stops_rsync_and_releases_the_lock() {
+    let cluster = Cluster::up(1);
+    let project = Project::new(false);
+    let plan = plan(&cluster, &project, "node1", "pc_interrupt");
+    let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
+    let mut child = Command::new(bin())
+        .args(["sync", "--rsync-bandwidth-limit", "100"])
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
+    }
+    // The nodes are on this machine: watch the transfer begin.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Path::new(&format!("{dir}/.venv")).exists() {
+        assert!(Instant::now() < deadline, "rsync never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(Path::new(&format!("{dir}.pytest-cloud-lock")).exists());
+    run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert!(out.stdout.is_empty(), "no document after an interrupt");
+    assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
+    assert!(!Path::new(&format!("{dir}.pytest-cloud-lock")).exists(), "lock released");
+    let ps = text(&Command::new("ps").args(["-eo", "args"]).output().unwrap().stdout);
+    assert!(!ps.lines().any(|l| l.contains("rsync") && l.contains(&dir)), "no rsync left running:\n{ps}");
+}
+
+// ---- Refusals that need no node: the document is checked before anything is touched. ----
+
+fn fixture_plan(chdir: &str) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let inv = std::fs::read(root.join("tests/golden/plan/inventory.in.json")).unwrap();
+    let mut p = Command::new(bin());
+    p.args(["plan", "-q", "--chdir", chdir, "--source"]).arg(root.join("tests/golden/project")).env_remove("VIRTUAL_ENV");
+    serde_json::from_slice(&pipe(&mut p, &inv).stdout).unwrap()
+}
+
+#[test]
+fn a_chdir_that_escapes_the_home_is_refused() {
+    let mut plan = fixture_plan("pc");
+    plan["options"]["chdir"] = "../../etc".into();
+    plan["nodes"][0]["remote_dir"] = "/home/ci/../../etc".into();
+    let s = sync(&plan.to_string(), &[]);
+    assert_eq!(s.code, 65, "{}", s.stderr);
+    assert!(s.stderr.contains("chdir") && s.stderr.contains("'..' is refused"), "{}", s.stderr);
+    assert!(s.stdout.is_empty());
+
+    // A remote_dir that does not match home + chdir is refused too.
+    let mut plan = fixture_plan("pc");
+    plan["nodes"][0]["remote_dir"] = "/home/ci".into();
+    let s = sync(&plan.to_string(), &[]);
+    assert_eq!(s.code, 65, "{}", s.stderr);
+    assert!(s.stderr.contains("refusing to sync into it"), "{}", s.stderr);
+}
+
+#[test]
+fn exit_72_without_gnu_parallel() {
+    let plan = fixture_plan("pc").to_string();
+    let tools = tempfile::tempdir().unwrap();
+    for t in ["rsync", "id", "uname", "sh"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{t}"), tools.path().join(t)).unwrap();
+    }
+    let mut cmd = Command::new(bin());
+    cmd.args(["sync", "-q"]).env("PATH", tools.path());
+    let out = pipe(&mut cmd, plan.as_bytes());
+    assert_eq!(out.status.code(), Some(72), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("parallel: not found") && text(&out.stderr).contains("apt-get install parallel"), "{}", text(&out.stderr));
+
+    // moreutils' `parallel` is not GNU parallel (a fake tool: the fault a real one cannot show here).
+    let fake = tools.path().join("parallel");
+    std::fs::write(&fake, "#!/bin/sh\necho 'parallel [OPTIONS] command -- arguments'\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["sync", "-q"]).env("PATH", tools.path());
+    let out = pipe(&mut cmd, plan.as_bytes());
+    assert_eq!(out.status.code(), Some(72), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not GNU parallel"), "{}", text(&out.stderr));
+}
