@@ -55,13 +55,13 @@ def activate(config: pytest.Config, rootdir: str | os.PathLike[str]) -> None:
     """Turn the glue on for this (controller) config; a second call is a no-op."""
     if hasattr(config, "workerinput") or config.pluginmanager.has_plugin(_PLUGIN_NAME):
         return
-    workermanage = _check_xdist()
+    workermanage = check_xdist()
     glue = _ControllerGlue(config, Path(rootdir), workermanage)
     config.pluginmanager.register(glue, _PLUGIN_NAME)
     config.add_cleanup(glue.restore)
 
 
-def _check_xdist() -> Any:
+def check_xdist() -> Any:
     try:
         import xdist
         import xdist.workermanage as workermanage

@@ -1,0 +1,209 @@
+"""pytest plugin: the pytest-cloud 5.x command line (``--cloud-node`` ...) on top of the binary.
+
+On the xdist controller, when at least one node is given, ``pytest_configure`` runs
+``<binary> pytest --cloud-prepare --cloud-...=VALUE ...``. The binary probes the nodes, plans
+the workers and syncs the project root (venv included) to every node, then prints ONE
+``session`` JSON document on stdout (schema: share/doc/schema.md); its stderr (progress,
+dropped nodes) goes straight to the user. The plugin then sets ``--tx``, ``--dist`` (only when
+the user left it at ``no``) and ``--max-worker-restart`` (only when the user did not give one)
+before pytest-xdist creates its DSession (xdist's ``pytest_configure`` is ``trylast``; ours is
+``tryfirst``), and activates the controller glue in-process.
+
+It does nothing on xdist workers (they receive the controller's ``--cloud-*`` arguments too)
+and nothing when no node is given. Nothing is looked up at import time.
+
+Exit codes: the binary's own code when it fails (64 usage, 69 no usable node, 72 missing
+tool, 75 node directory locked, see share/doc/exit-codes.md); 4 (usage error) when the binary
+cannot be found or prints something that is not a session document.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_cloud import glue
+
+BINARY_ENV = "PYTEST_CLOUD_BINARY"
+SESSION_FORMAT_VERSION = 1
+_SESSION_KEY = pytest.StashKey[dict]()
+
+# (option, dest, type, help): passed on to the binary as --cloud-x=VALUE when given.
+_VALUE_OPTIONS = [
+    ("--cloud-python", "cloud_python", str,
+     "python interpreter name on the nodes for the probe [binary's default: python3]"),
+    ("--cloud-chdir", "cloud_chdir", str,
+     "directory on the nodes, relative to the remote home [default: pytest_<user>_<project>]"),
+    ("--cloud-virtualenv-path", "cloud_virtualenv_path", str,
+     "the project's virtualenv, inside the project root [default: the active one, .venv, venv]"),
+    ("--cloud-mem-per-process", "cloud_mem_per_process", int,
+     "MiB one test process needs; caps the processes per node by its available memory"),
+    ("--cloud-max-processes", "cloud_max_processes", int,
+     "at most this many test processes per node"),
+    ("--cloud-rsync-bandwidth-limit", "cloud_rsync_bandwidth_limit", int,
+     "KB/s per rsync process, 0 = unlimited [default: 5000]"),
+    ("--cloud-rsync-max-processes", "cloud_rsync_max_processes", int,
+     "rsync processes at once [default: one per node]"),
+    ("--cloud-rsync-cipher", "cloud_rsync_cipher", str,
+     "ssh cipher for rsync [default: aes128-gcm@openssh.com]"),
+    ("--cloud-ssh-config", "cloud_ssh_config", str,
+     "ssh config file used for every ssh call [default: ssh's own]"),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cloud", "distributed testing on ssh nodes (pytest-cloud)")
+    group.addoption("--cloud-node", action="append", dest="cloud_node", default=[],
+                    metavar="NODE",
+                    help="node to run tests on: [user@]host[:port] or an ssh alias; repeatable")
+    # One list for both, so the nodes keep the order they were given in.
+    group.addoption("--cloud-nodes", action="append", dest="cloud_node", default=[],
+                    metavar="'NODE NODE ...'", help="space-separated nodes; repeatable")
+    for option, dest, type_, help_ in _VALUE_OPTIONS:
+        group.addoption(option, action="store", dest=dest, type=type_, default=None, help=help_)
+    group.addoption("--cloud-binary", action="store", dest="cloud_binary", default=None,
+                    metavar="PATH",
+                    help=f"the pytest-cloud binary [default: ${BINARY_ENV}, else pytest-cloud on PATH]")
+    parser.addini("cloud_develop_eggs", type="linelist", default=[],
+                  help="package directories inside the project root that the nodes import "
+                       "from their synced copy (develop mode)")
+
+
+def cloud_nodes(config: pytest.Config) -> list[str]:
+    """Every node given, in order (duplicates are the binary's to drop)."""
+    return [node for given in config.getoption("cloud_node") or [] for node in given.split()]
+
+
+def prepare_argv(config: pytest.Config, binary: str) -> list[str]:
+    """``<binary> pytest --cloud-prepare`` plus the cloud options the user gave."""
+    argv = [binary, "pytest", "--cloud-prepare"]
+    argv += [f"--cloud-node={node}" for node in cloud_nodes(config)]
+    for option, dest, _, _ in _VALUE_OPTIONS:
+        value = config.getoption(dest)
+        if value is not None:
+            argv.append(f"{option}={value}")
+    for egg in config.getini("cloud_develop_eggs"):
+        # The ini names paths relative to the ini file, as 5.x did with the rootdir.
+        base = config.inipath.parent if config.inipath else config.rootpath
+        argv.append(f"--cloud-develop-egg={(base / egg).resolve()}")
+    return argv
+
+
+def find_binary(config: pytest.Config) -> str:
+    given = config.getoption("cloud_binary") or os.environ.get(BINARY_ENV)
+    if given:
+        found = shutil.which(given) or (given if os.path.exists(given) else None)
+        where = "--cloud-binary" if config.getoption("cloud_binary") else f"${BINARY_ENV}"
+        if not found:
+            raise pytest.UsageError(f"pytest-cloud: {where} names {given!r}, which does not exist")
+        return found
+    found = shutil.which("pytest-cloud")
+    if not found:
+        raise pytest.UsageError(
+            "pytest-cloud: the pytest-cloud binary is not on PATH; --cloud-node needs it to probe "
+            "and sync the nodes. Install it with `cargo install --path .` from a clone of "
+            "pytest-cloud (see its share/doc/install.md), or name it with --cloud-binary=PATH "
+            f"or ${BINARY_ENV}."
+        )
+    return found
+
+
+def run_prepare(argv: list[str], cwd: Path) -> dict[str, Any]:
+    """Run the binary; its stderr goes to ours as it comes, its stdout is the session."""
+    shown = " ".join(shlex.quote(a) for a in argv)
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise pytest.UsageError(f"pytest-cloud: cannot start `{shown}`: {exc}") from None
+    tail: collections.deque[str] = collections.deque(maxlen=5)
+
+    def pass_stderr() -> None:
+        # Own thread, so a chatty stderr can never block the stdout read below.
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace")
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            if line.strip():
+                tail.append(line.rstrip())
+
+    relay = threading.Thread(target=pass_stderr, daemon=True)
+    relay.start()
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    code = proc.wait()
+    relay.join()
+    if code != 0:
+        code = 128 - code if code < 0 else code  # killed by signal n -> 128+n
+        last = tail[-1] if tail else "no message"
+        pytest.exit(f"pytest-cloud: `{shown}` exited with {code}: {last}", returncode=code)
+    try:
+        doc = json.loads(stdout)
+    except ValueError as exc:
+        raise pytest.UsageError(
+            f"pytest-cloud: `{shown}` printed no session document on stdout ({exc}); "
+            f"it began with {stdout[:80].decode(errors='replace')!r}"
+        ) from None
+    return check_session(doc, shown)
+
+
+def check_session(doc: Any, shown: str) -> dict[str, Any]:
+    if not isinstance(doc, dict) or doc.get("kind") != "session":
+        kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+        raise pytest.UsageError(f"pytest-cloud: `{shown}` printed a {kind!r} document, "
+                                "expected kind 'session'")
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version > SESSION_FORMAT_VERSION:
+        raise pytest.UsageError(
+            f"pytest-cloud: the binary speaks session format {version!r}, this plugin knows "
+            f"{SESSION_FORMAT_VERSION}; install the plugin from the same pytest-cloud release "
+            "as the binary"
+        )
+    xdist = doc.get("xdist")
+    if (not isinstance(xdist, dict) or not isinstance(xdist.get("tx"), list) or not xdist["tx"]
+            or not isinstance(doc.get("rootdir"), str)):
+        raise pytest.UsageError(f"pytest-cloud: `{shown}` printed a session without "
+                                "rootdir or xdist.tx")
+    return doc
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or not cloud_nodes(config):
+        return
+    if config.getoption("collectonly", False):
+        return  # collection runs locally; nothing to sync
+    if config.getoption("numprocesses", None) or config.getoption("tx", None):
+        raise pytest.UsageError(
+            "pytest-cloud: --cloud-node decides the workers; drop -n/--tx "
+            "(size them with --cloud-max-processes or --cloud-mem-per-process)"
+        )
+    glue.check_xdist()  # refuse an untested xdist before syncing anything
+    argv = prepare_argv(config, find_binary(config))
+    session = run_prepare(argv, config.invocation_params.dir)
+    xdist = session["xdist"]
+    config.option.tx = list(xdist["tx"])
+    if config.option.dist == "no":
+        config.option.dist = xdist.get("dist") or "load"
+    if config.option.maxworkerrestart is None and xdist.get("max_worker_restart") is not None:
+        config.option.maxworkerrestart = str(xdist["max_worker_restart"])
+    config.stash[_SESSION_KEY] = session
+    glue.activate(config, session["rootdir"])
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    session = config.stash.get(_SESSION_KEY, None)
+    if session is None:
+        return None
+    return [f"pytest-cloud: {line}" for line in session.get("header") or []]

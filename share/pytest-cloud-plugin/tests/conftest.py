@@ -1,0 +1,104 @@
+"""Fixtures for the plugin's tests: a FAKE pytest-cloud binary.
+
+The fake stands in for `pytest-cloud pytest --cloud-prepare` only (the real binary is tested
+with real sshd nodes elsewhere): it logs its argv, "syncs" by copying the project to a mirror
+directory, and prints a session document whose workers are local `popen//chdir=<mirror>`
+gateways, so xdist, the glue's argument handling and the workers are all real.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+FAKE = r'''
+import json, os, shutil, sys
+with open(os.environ["FAKE_CLOUD_LOG"], "a") as log:
+    log.write(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd()}) + "\n")
+sys.stderr.write(os.environ.get("FAKE_CLOUD_STDERR", "fake-cloud: node1: 2 slots\n"))
+sys.stderr.flush()
+code = int(os.environ.get("FAKE_CLOUD_EXIT", "0"))
+if code:
+    sys.exit(code)
+if "FAKE_CLOUD_STDOUT" in os.environ:
+    sys.stdout.write(os.environ["FAKE_CLOUD_STDOUT"])
+    sys.exit(0)
+mirror = os.environ["FAKE_CLOUD_MIRROR"]
+shutil.copytree(os.getcwd(), mirror, dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns(".pytest_cache", "__pycache__"))
+workers = int(os.environ.get("FAKE_CLOUD_WORKERS", "2"))
+print(json.dumps({
+    "format_version": int(os.environ.get("FAKE_CLOUD_FORMAT", "1")),
+    "kind": "session",
+    "rootdir": os.getcwd(),
+    "python": sys.executable,
+    "xdist": {"tx": [f"popen//chdir={mirror}"] * workers, "dist": "load",
+              "max_worker_restart": 2 * workers},
+    "header": ["node1: 2 slots", "node4: dropped (connection refused)"],
+    "timings_ms": {"probe": 1, "plan": 0, "sync": 2},
+    "sync": {},
+}))
+'''
+
+
+@pytest.fixture
+def fake_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    path = tmp_path / "bin" / "pytest-cloud"
+    path.parent.mkdir()
+    path.write_text(f"#!{sys.executable}\n{FAKE}")
+    path.chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    log.touch()
+    mirror = tmp_path / "mirror"
+    monkeypatch.setenv("FAKE_CLOUD_LOG", str(log))
+    monkeypatch.setenv("FAKE_CLOUD_MIRROR", str(mirror))
+    monkeypatch.setenv("PYTEST_CLOUD_BINARY", str(path))
+    monkeypatch.delenv("PYTEST_CLOUD_ROOTDIR", raising=False)
+
+    def calls() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()]
+
+    return SimpleNamespace(path=path, calls=calls, mirror=mirror)
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A small project: tests in tests/, one of which proves where it ran."""
+    pytester.makeini("[pytest]\n")
+    pytester.mkpydir("tests")
+    pytester.makepyfile(**{
+        "tests/test_where": """
+            import os
+
+            def test_runs_in_the_mirror(worker_id):
+                assert worker_id.startswith("gw")
+                assert os.getcwd() == os.environ["FAKE_CLOUD_MIRROR"]
+
+            def test_two():
+                pass
+        """,
+        "tests/test_other": """
+            import pytest
+
+            @pytest.mark.parametrize("i", range(3))
+            def test_param(i):
+                pass
+
+            @pytest.mark.skip(reason="skipped here")
+            def test_skipped():
+                pass
+        """,
+    })
+    pytester.makeconftest("""
+        def pytest_report_header(config):
+            if not hasattr(config, "workerinput"):
+                return "seen: dist=%s maxworkerrestart=%s tx=%d" % (
+                    config.option.dist, config.option.maxworkerrestart, len(config.option.tx or []))
+    """)
+    return pytester

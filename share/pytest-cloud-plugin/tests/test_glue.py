@@ -1,0 +1,73 @@
+"""The glue's pure parts and its guards, in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_cloud import glue
+
+ROOTS = ("/home/me/proj",)
+
+
+@pytest.mark.parametrize("arg, expected", [
+    ("tests", "tests"),
+    ("tests/test_x.py::test_y[1-2]", "tests/test_x.py::test_y[1-2]"),
+    ("-k", "-k"),
+    ("not slow", "not slow"),
+    ("/home/me/proj", "."),
+    ("/home/me/proj/tests/test_x.py::TestA::test_b", "tests/test_x.py::TestA::test_b"),
+    ("/home/me/proj/./tests/../tests", "tests"),
+    ("/home/me/project2/tests", "/home/me/project2/tests"),
+    ("/tmp/report.xml", "/tmp/report.xml"),
+    ("--rootdir=/home/me/proj", "--rootdir=."),
+    ("--junitxml=/home/me/proj/out/junit.xml", "--junitxml=out/junit.xml"),
+    ("--junitxml=/tmp/junit.xml", "--junitxml=/tmp/junit.xml"),
+    ("-o=cache_dir=/x", "-o=cache_dir=/x"),
+])
+def test_mirror_arg(arg, expected):
+    assert glue.mirror_arg(ROOTS, arg) == expected
+
+
+def test_unsupported_xdist_is_refused(monkeypatch):
+    import xdist
+
+    monkeypatch.setattr(xdist, "__version__", "3.5.0")
+    with pytest.raises(pytest.UsageError, match=r"supports pytest-xdist >=3.6,<3.9 but .* 3.5.0"):
+        glue.check_xdist()
+    monkeypatch.setattr(xdist, "__version__", "4.0.0")
+    with pytest.raises(pytest.UsageError, match="4.0.0"):
+        glue.check_xdist()
+
+
+def test_make_reltoroot_is_only_ours_for_our_roots(pytester, monkeypatch):
+    import xdist.workermanage as wm
+
+    original = wm.make_reltoroot
+    monkeypatch.setenv("PYTEST_CLOUD_ROOTDIR", str(pytester.path))
+    config = pytester.parseconfigure("-p", "pytest_cloud.glue")
+    try:
+        assert wm.make_reltoroot is not original
+        (pytester.path / "tests").mkdir()
+        mirror = glue._MirrorRoots(pytester.path)
+        assert not mirror  # empty: NodeManager.rsync_roots sends nothing
+        assert wm.make_reltoroot(mirror, ["tests", str(pytester.path / "tests")]) == ["tests", "tests"]
+        with pytest.raises(ValueError, match="not relative to an rsync root"):
+            wm.make_reltoroot([Path("/elsewhere")], [str(pytester.path / "tests")])
+    finally:
+        config._ensure_unconfigure()
+    assert wm.make_reltoroot is original
+
+
+def test_inert_without_rootdir_env(pytester, monkeypatch):
+    import xdist.workermanage as wm
+
+    monkeypatch.delenv("PYTEST_CLOUD_ROOTDIR", raising=False)
+    original = wm.make_reltoroot
+    config = pytester.parseconfigure("-p", "pytest_cloud.glue")
+    try:
+        assert wm.make_reltoroot is original
+        assert not config.pluginmanager.has_plugin("pytest-cloud-glue")
+    finally:
+        config._ensure_unconfigure()
