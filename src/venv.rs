@@ -88,7 +88,10 @@ pub fn base_interpreter(venv: &Path) -> Result<BaseInterpreter> {
         Some(v) => v,
         // Older virtualenvs write no version: ask the local interpreter itself.
         None => {
-            let out = crate::proc::Cmd::new([path.as_os_str(), "-c".as_ref(), VERSION_CODE.as_ref()]).checked()?;
+            let cmd = crate::proc::Cmd::new([path.as_os_str(), "-c".as_ref(), VERSION_CODE.as_ref()]);
+            let out = cmd.checked().map_err(|e| {
+                Error::bad_input(format!("{} names no version, and asking the interpreter failed: {}", cfg_path.display(), e.message))
+            })?;
             major_minor_patch(&out.stdout_str()).ok_or_else(|| {
                 Error::bad_input(format!("{} printed no version", path.display()))
             })?

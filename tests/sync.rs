@@ -304,7 +304,7 @@ fn a_node_whose_rsync_fails_is_dropped_with_rsyncs_message_and_the_others_go_on(
     let dir2 = remote_dir(&first.doc, "node2");
     std::fs::create_dir_all(format!("{dir2}/src/mypkg/locked")).unwrap();
     write(&project.root().join("src/mypkg/locked/new.py"), "NEW = 1\n");
-    let second = sync(&first.stdout, &["--rsync-bandwidth-limit", "0"]);
+    let second = sync(&first.stdout, &["--rsync-bandwidth-limit", "0", "--rsync-max-processes", "1"]);
     assert_eq!(second.code, 1, "{}", second.stderr);
     node(&second.doc, "node1");
     let d = dropped(&second.doc, "node2");
@@ -481,4 +481,12 @@ fn exit_72_without_gnu_parallel() {
     let out = pipe(&mut cmd, plan.as_bytes());
     assert_eq!(out.status.code(), Some(72), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("not GNU parallel"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_unknown_cipher_is_a_usage_error_before_any_node_is_touched() {
+    let s = sync(&fixture_plan("pc").to_string(), &["-q", "--rsync-cipher", "nosuch-cipher"]);
+    assert_eq!(s.code, 64, "{}", s.stderr);
+    assert!(s.stderr.contains("--rsync-cipher \"nosuch-cipher\"") && s.stderr.contains("aes128-gcm@openssh.com"), "{}", s.stderr);
+    assert!(s.stdout.is_empty());
 }

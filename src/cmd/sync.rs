@@ -321,6 +321,16 @@ fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) +
         if !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '@' | '.' | '-' | '_' | ',')) {
             return Err(Error::usage(format!("--rsync-cipher {c:?}: not a cipher name (see `ssh -Q cipher`)")));
         }
+        // Caught here, a typo costs one message instead of one failed rsync per node.
+        if let Ok(out) = Cmd::new(["ssh", "-Q", "cipher"]).deadline(Duration::from_secs(5)).output() {
+            let known: Vec<String> = out.stdout_str().lines().map(|l| l.trim().to_string()).collect();
+            if out.status.success() && !known.is_empty() && !known.iter().any(|k| k == c) {
+                return Err(Error::usage(format!(
+                    "--rsync-cipher {c:?}: this ssh does not know it (`ssh -Q cipher` lists {}); use --rsync-cipher none for ssh's choice",
+                    known.join(", ")
+                )));
+            }
+        }
     }
 
     let venv = match &plan.options.virtualenv_path {
@@ -739,10 +749,17 @@ fn transfer(runs: &mut [NodeRun], config: &Path, local: &Local, opts: &SyncOptio
                 }
                 r.rsync = Some((j.exitval, stats));
             }
-            Some(j) => r.drop_with(
-                ErrorKind::SyncFailed,
-                format!("rsync exited with status {} ({}): {stderr}", j.exitval, rsync::exit_meaning(j.exitval)),
-            ),
+            Some(j) => {
+                let hint = if stderr.contains("no matching cipher") || stderr.contains("Unknown cipher") {
+                    " (the node's sshd does not offer the --rsync-cipher; try --rsync-cipher none)"
+                } else {
+                    ""
+                };
+                r.drop_with(
+                    ErrorKind::SyncFailed,
+                    format!("rsync exited with status {} ({}){hint}: {stderr}", j.exitval, rsync::exit_meaning(j.exitval)),
+                )
+            }
         }
     }
     Ok(())
