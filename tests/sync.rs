@@ -393,32 +393,34 @@ fn exit_75_while_another_live_run_holds_the_lock_and_a_dead_holders_lock_is_take
     assert!(!exists_on_node(&cluster, "node1", &format!("{dir}.pytest-cloud-lock")), "released after the sync");
 }
 
-#[test]
-fn an_interrupt_stops_rsync_and_releases_the_lock() {
-    let cluster = Cluster::up(1);
-    let project = Project::new(false);
-    let plan = plan(&cluster, &project, "node1", "pc_interrupt");
-    let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
-    let mut child = Command::new(bin())
-        .args(["sync", "--rsync-bandwidth-limit", "100"])
-        .env_remove("VIRTUAL_ENV")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+fn rsync_processes_for(dir: &str) -> Vec<String> {
+    let ps = text(&Command::new("ps").args(["-eo", "args"]).output().unwrap().stdout);
+    ps.lines().filter(|l| l.contains("rsync") && l.contains(dir)).map(str::to_string).collect()
+}
+
+/// Starts a slow sync, waits until rsync runs, interrupts it (`group`: the whole process
+/// group, as a terminal's Ctrl-C does; else the pid alone, as `kill -INT` does).
+fn interrupt_a_sync(plan: &str, dir: &str, group: bool) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(bin());
+    cmd.args(["sync", "--rsync-bandwidth-limit", "100"]).env_remove("VIRTUAL_ENV");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if group {
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().unwrap();
     {
         use std::io::Write;
         child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
     }
-    // The nodes are on this machine: watch the transfer begin.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !Path::new(&format!("{dir}/.venv")).exists() {
+    while rsync_processes_for(dir).is_empty() {
         assert!(Instant::now() < deadline, "rsync never started");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(Path::new(&format!("{dir}.pytest-cloud-lock")).exists());
-    run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let target = if group { format!("-{}", child.id()) } else { child.id().to_string() };
+    run(Command::new("kill").args(["-INT", "--", &target]));
     let t = Instant::now();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
@@ -426,8 +428,24 @@ fn an_interrupt_stops_rsync_and_releases_the_lock() {
     assert!(out.stdout.is_empty(), "no document after an interrupt");
     assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
     assert!(!Path::new(&format!("{dir}.pytest-cloud-lock")).exists(), "lock released");
-    let ps = text(&Command::new("ps").args(["-eo", "args"]).output().unwrap().stdout);
-    assert!(!ps.lines().any(|l| l.contains("rsync") && l.contains(&dir)), "no rsync left running:\n{ps}");
+    // The node's rsync ends when its connection does; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rsync_processes_for(dir).is_empty() {
+        assert!(Instant::now() < deadline, "rsync left running: {:?}", rsync_processes_for(dir));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_interrupt_stops_rsync_and_releases_the_lock() {
+    let cluster = Cluster::up(1);
+    let project = Project::new(false);
+    let plan = plan(&cluster, &project, "node1", "pc_interrupt");
+    let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
+    interrupt_a_sync(&plan, &dir, false);
+    // Ctrl-C reaches the whole process group; parallel runs each rsync in a group of its own.
+    std::fs::remove_dir_all(&dir).unwrap();
+    interrupt_a_sync(&plan, &dir, true);
 }
 
 // ---- Refusals that need no node: the document is checked before anything is touched. ----

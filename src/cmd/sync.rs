@@ -856,7 +856,7 @@ impl Screen {
         if let Some(l) = line {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             self.erase(&mut st);
-            eprintln!("{l}");
+            to_stderr(&format!("{l}\n"));
             self.draw(&mut st);
         }
     }
@@ -883,7 +883,7 @@ impl Screen {
     fn erase(&self, st: &mut ScreenState) {
         if self.tty && st.drawn > 0 {
             // Up to the first live line, then clear to the end of the screen.
-            eprint!("\x1b[{}A\r\x1b[J", st.drawn);
+            to_stderr(&format!("\x1b[{}A\r\x1b[J", st.drawn));
             st.drawn = 0;
         }
     }
@@ -891,7 +891,7 @@ impl Screen {
     fn draw(&self, st: &mut ScreenState) {
         if self.tty {
             for (_, l) in &st.live {
-                eprintln!("{l}");
+                to_stderr(&format!("{l}\n"));
             }
             st.drawn = st.live.len();
         }
@@ -902,6 +902,12 @@ impl Screen {
         st.live.clear();
         self.erase(&mut st);
     }
+}
+
+/// Progress must never take the sync down: a closed terminal (EIO) is ignored, where
+/// `eprintln!` would panic in the middle of holding the nodes' locks.
+fn to_stderr(s: &str) {
+    let _ = std::io::stderr().write_all(s.as_bytes());
 }
 
 pub fn human_bytes(b: u64) -> String {
