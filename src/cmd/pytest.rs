@@ -228,6 +228,9 @@ pub struct Session {
 
 pub fn run(args: &PytestArgs, out: &mut dyn Write) -> Result<Outcome> {
     let (opts, pytest_args) = split_args(&args.rest)?;
+    // Ctrl-C during probe/sync lets sync give its node locks back; once pytest is exec'd,
+    // signals are pytest's own again (exec resets handled signals to their defaults).
+    crate::interrupt::install();
     if opts.help || pytest_args.is_empty() && opts.nodes.is_empty() || pytest_args == ["--help"] || pytest_args == ["-h"] {
         print_help();
         return Ok(Outcome::Complete);
@@ -349,8 +352,28 @@ pub struct Synced {
     pub document: serde_json::Value,
 }
 
-fn sync_for_launcher(_plan: &Plan, _opts: &CloudOptions) -> Result<Synced> {
-    Err(Error::usage("the launcher's sync step is not wired up yet"))
+fn sync_for_launcher(plan: &Plan, opts: &CloudOptions) -> Result<Synced> {
+    use crate::cmd::sync::{SyncEvent, SyncOptions, sync_plan};
+    let mut sync_opts = SyncOptions { develop_eggs: opts.develop_eggs.clone(), ..SyncOptions::default() };
+    if let Some(bw) = opts.rsync_bandwidth_limit_kbps {
+        sync_opts.bwlimit_kbps = bw;
+    }
+    sync_opts.max_processes = opts.rsync_max_processes;
+    if let Some(c) = &opts.rsync_cipher {
+        sync_opts.cipher = match c.trim() {
+            "" | "none" => None,
+            c => Some(c.to_string()),
+        };
+    }
+    let quiet = opts.quiet;
+    let progress = |e: &SyncEvent| match e {
+        SyncEvent::Info(line) => say(quiet, format!("pytest-cloud: {line}")),
+        SyncEvent::Waiting { node, holder } => say(quiet, format!("pytest-cloud: {node}: waiting for the lock held by {holder}")),
+        _ => {}
+    };
+    let doc = sync_plan(plan, &sync_opts, &progress)?;
+    let document = serde_json::to_value(&doc).map_err(|e| Error::internal(format!("sync document: {e}")))?;
+    Ok(Synced { nodes: doc.nodes.into_iter().map(|n| n.planned).collect(), dropped: doc.dropped, document })
 }
 
 /// Writes the glue module into the private runtime dir (content-addressed) and returns the

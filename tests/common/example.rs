@@ -1,0 +1,43 @@
+//! The example project (share/example) copied into a world-searchable temp dir, with its own
+//! venv made by Debian's python3 (node users cannot reach a pyenv under /root), the package
+//! installed in editable mode, pytest and pytest-xdist from PyPI.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Example {
+    pub dir: tempfile::TempDir,
+}
+
+impl Example {
+    pub fn new() -> Example {
+        let dir = tempfile::Builder::new().prefix("pc-example-").tempdir().unwrap();
+        set_mode(dir.path(), 0o755);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("share/example");
+        run(Command::new("cp").arg("-r").arg(format!("{}/.", src.display())).arg(dir.path()));
+        run(Command::new("/usr/bin/python3").args(["-m", "venv", ".venv"]).current_dir(dir.path()));
+        run(Command::new(".venv/bin/python")
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", ".", "pytest>=8,<10", "pytest-xdist>=3.6,<3.9"])
+            .current_dir(dir.path()));
+        Example { dir }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn python(&self) -> PathBuf {
+        self.root().join(".venv/bin/python")
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{:?} failed: {}{}", cmd, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
