@@ -30,6 +30,24 @@ def test_mirror_arg(arg, expected):
     assert glue.mirror_arg(ROOTS, arg) == expected
 
 
+@pytest.mark.parametrize("arg, cwd, expected", [
+    ("test_x.py", "/home/me/proj/tests", "test_x.py"),
+    ("/home/me/proj/tests/test_x.py::t", "/home/me/proj/tests", "test_x.py::t"),
+    ("/home/me/proj/conftest.py", "/home/me/proj/tests", "../conftest.py"),
+    ("--rootdir=/home/me/proj", "/home/me/proj/tests", "--rootdir=.."),
+    ("/home/me/proj/tests", "/elsewhere", "tests"),
+])
+def test_mirror_arg_from_another_cwd(arg, cwd, expected):
+    assert glue.mirror_arg(ROOTS, arg, cwd) == expected
+
+
+def test_mirror_arg_relative_from_outside_the_project(tmp_path):
+    root = tmp_path / "proj"
+    (root / "tests").mkdir(parents=True)
+    assert glue.mirror_arg((str(root),), "proj/tests::t", str(tmp_path)) == "tests::t"
+    assert glue.mirror_arg((str(root),), "nonexistent", str(tmp_path)) == "nonexistent"
+
+
 def test_unsupported_xdist_is_refused(monkeypatch):
     import xdist
 

@@ -66,6 +66,17 @@ def test_selection_reaches_the_workers(project, fake_binary, args):
     assert remote.parseoutcomes() == counts, remote.stdout.str()
 
 
+def test_from_a_subdirectory(project, fake_binary, monkeypatch):
+    """Relative args, and no args at all, mean on the workers what they mean in the local cwd."""
+    monkeypatch.chdir(project.path / "tests")
+    remote = project.runpytest_subprocess("test_other.py", "--cloud-node=n", "-rs")
+    remote.assert_outcomes(passed=3, skipped=1)
+    remote.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_other.py:*: skipped here"])
+    remote = project.runpytest_subprocess("--cloud-node=n", "-v")
+    remote.assert_outcomes(passed=5, skipped=1)
+    remote.stdout.fnmatch_lines(["*PASSED*test_where.py::test_runs_in_the_mirror*"])
+
+
 def test_develop_eggs_from_ini(pytester, fake_binary):
     pytester.makeini("[pytest]\ncloud_develop_eggs =\n    libs/a\n    libs/b\n")
     pytester.makepyfile(test_x="def test_x(): pass")

@@ -33,6 +33,7 @@ are xdist internals.
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -98,33 +99,40 @@ class _MirrorRoots(list):  # type: ignore[type-arg]
         self.rootdir = rootdir
 
 
-def mirror_arg(rootdirs: tuple[str, ...], arg: str) -> str:
+def mirror_arg(rootdirs: tuple[str, ...], arg: str, cwd: str | None = None) -> str:
     """One command-line argument as the worker in the node's mirror needs it.
 
-    Relative arguments already mean the same thing in the mirror (the worker's
-    cwd is the mirror root, as the controller's is the local root when the
-    launcher starts it there), so they pass unchanged. Absolute paths under the
-    local root, alone (``/root/proj/tests::test_x``) or as a long option's value
-    (``--rootdir=/root/proj``), become relative to it; anything else is left as is.
+    The worker's cwd is the mirror of the controller's cwd (see ``pytest_xdist_setupnodes``),
+    so relative arguments pass unchanged. Absolute paths under the local root, alone
+    (``/root/proj/tests::test_x``) or as a long option's value (``--rootdir=/root/proj``),
+    become relative to the cwd. Only when the controller runs outside the project does a
+    relative path that exists locally get mapped the same way. Anything else is left as is.
     """
     if arg.startswith("--") and "=" in arg:
         name, _, value = arg.partition("=")
-        new_value = _mirror_path(rootdirs, value)
+        new_value = _mirror_path(rootdirs, value, cwd)
         return arg if new_value is None else f"{name}={new_value}"
     path, sep, rest = arg.partition("::")
-    new_path = _mirror_path(rootdirs, path)
+    new_path = _mirror_path(rootdirs, path, cwd)
     return arg if new_path is None else new_path + sep + rest
 
 
-def _mirror_path(rootdirs: tuple[str, ...], path: str) -> str | None:
-    if not os.path.isabs(path):
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _mirror_path(rootdirs: tuple[str, ...], path: str, cwd: str | None) -> str | None:
+    cwd_inside = cwd is not None and any(_under(cwd, root) for root in rootdirs)
+    if os.path.isabs(path):
+        full = os.path.normpath(path)
+    elif cwd is not None and not cwd_inside and path and os.path.exists(os.path.join(cwd, path)):
+        full = os.path.normpath(os.path.join(cwd, path))
+    else:
         return None
-    path = os.path.normpath(path)
     for root in rootdirs:
-        if path == root:
-            return "."
-        if path.startswith(root.rstrip(os.sep) + os.sep):
-            return os.path.relpath(path, root)
+        if _under(full, root):
+            base = cwd if cwd is not None and _under(cwd, root) else root
+            return os.path.relpath(full, base)
     return None
 
 
@@ -141,10 +149,15 @@ class _ControllerGlue:
         # roots are ours.
         original = self.original_make_reltoroot
         rootdirs = self.rootdirs
+        cwd = os.path.normpath(str(config.invocation_params.dir))
+        # Where the controller runs, relative to the root ("." at the root, None outside it):
+        # the workers run in the same place in the mirror.
+        inside = [root for root in rootdirs if _under(cwd, root)]
+        self.subdir = os.path.relpath(cwd, inside[0]) if inside else None
 
         def make_reltoroot(roots: Any, args: list[str]) -> list[str]:
             if isinstance(roots, _MirrorRoots):
-                return [mirror_arg(rootdirs, str(a)) for a in args]
+                return [mirror_arg(rootdirs, str(a), cwd) for a in args]
             return original(roots, args)
 
         workermanage.make_reltoroot = make_reltoroot
@@ -166,6 +179,13 @@ class _ControllerGlue:
             return
         # Patch 1: no execnet rsync of pytest/ and _pytest/ (the node has its own).
         dsession.nodemanager.roots = _MirrorRoots(Path(self.rootdirs[0]))
+        # Started in a subdirectory, pytest takes relative args (and, with none, the cwd
+        # instead of testpaths) from there; a worker in the mirror root would collect
+        # nothing or something else. Run it in the same subdirectory of the mirror.
+        if self.subdir and self.subdir != ".":
+            for spec in specs:
+                if spec.chdir:
+                    spec.chdir = posixpath.join(spec.chdir, *self.subdir.split(os.sep))
         # Patch 3: a replacement worker that cannot connect must not crash the run.
         dsession._clone_node = self._guard_clone(dsession, dsession._clone_node)
 
@@ -271,6 +291,10 @@ class _ControllerGlue:
             return
         chdir = getattr(worker.gateway.spec, "chdir", None)
         path = str(longrepr[0])
+        if chdir and self.subdir and self.subdir != ".":
+            # pytest_xdist_setupnodes appended the subdirectory; the mirror root is above it
+            tail = "/" + self.subdir.replace(os.sep, "/")
+            chdir = chdir[: -len(tail)] if chdir.rstrip("/").endswith(tail) else chdir
         if chdir and path.startswith(chdir.rstrip("/") + "/"):
             local = os.path.join(self.rootdirs[0], path[len(chdir.rstrip("/")) + 1:])
             report.longrepr = (local, longrepr[1], longrepr[2])
@@ -291,7 +315,9 @@ class _SpareNode:
         import execnet
 
         # A fresh XSpec from the spec's text: _clone_node resets and re-allocates the id.
-        self.gateway = type("_Gateway", (), {"spec": execnet.XSpec(str(spec))})()
+        fresh = execnet.XSpec(str(spec))
+        fresh.chdir = spec.chdir  # the text lacks the subdirectory set in pytest_xdist_setupnodes
+        self.gateway = type("_Gateway", (), {"spec": fresh})()
 
 
 def _host(node: Any) -> str:
