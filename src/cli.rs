@@ -162,8 +162,40 @@ pub struct SyncArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ExecArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// One job per node, or one per slot (worker) of each node.
+    #[arg(long, value_enum, default_value_t = ExecPer::Node)]
+    pub per: ExecPer,
+    /// Jobs running at once [default: all of them].
+    #[arg(long, value_name = "N", value_parser = positive_u32)]
+    pub jobs: Option<u32>,
+    /// Kill a job after this many seconds on its node; it is reported with `"timed_out": true`.
+    #[arg(long, value_name = "SECS", value_parser = positive_u64)]
+    pub timeout: Option<u64>,
+    /// Bytes of each job's stdout and stderr kept in its record (the last ones).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub tail_bytes: u64,
+    /// Save each job's full stdout and stderr as DIR/<job>/stdout and DIR/<job>/stderr
+    /// (their paths are in the records).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// The command to run, after `--`, as words: each reaches the node as one word.
+    /// {node} {slot} {slots} {worker} {dir} {python} are replaced per job.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// How `exec` splits the work into jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecPer {
+    /// One job per node.
+    Node,
+    /// One job per slot: `slots` jobs on each node.
+    Slot,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -65,7 +65,17 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l contr
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l include-git -d 'Sync .git directories too (excluded by default)'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -s q -l quiet -d 'No progress on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -s h -l help -d 'Print help'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -s h -l help -d 'Print help'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l per -d 'One job per node, or one per slot (worker) of each node' -r -f -a "node\t'One job per node'
+slot\t'One job per slot: `slots` jobs on each node'"
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l jobs -d 'Jobs running at once [default: all of them]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l timeout -d 'Kill a job after this many seconds on its node; it is reported with `"timed_out": true`' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l tail-bytes -d 'Bytes of each job\'s stdout and stderr kept in its record (the last ones)' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l output-dir -d 'Save each job\'s full stdout and stderr as DIR/<job>/stdout and DIR/<job>/stderr (their paths are in the records)' -r -F
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l ssh-config -d 'ssh config file used for every ssh call (as `ssh -F`); default: ssh\'s own (~/.ssh/config and /etc/ssh/ssh_config)' -r -F
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l connect-timeout -d 'ssh ConnectTimeout in seconds (TCP connect and banner)' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l control-persist -d 'Keep each node\'s shared ssh connection open this long after use; 0 = no sharing' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -s q -l quiet -d 'No progress on stderr'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-node -d 'node to run tests on: [user@]host[:port] or an ssh alias; repeatable' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-nodes -d 'space-separated nodes; repeatable' -r

@@ -80,9 +80,20 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (exec)
 _arguments "${_arguments_options[@]}" : \
-'-h[Print help]' \
-'--help[Print help]' \
-'*::rest:_default' \
+'--per=[One job per node, or one per slot (worker) of each node]:PER:((node\:"One job per node"
+slot\:"One job per slot\: \`slots\` jobs on each node"))' \
+'--jobs=[Jobs running at once \[default\: all of them\]]:N:_default' \
+'--timeout=[Kill a job after this many seconds on its node; it is reported with \`"timed_out"\: true\`]:SECS:_default' \
+'--tail-bytes=[Bytes of each job'\''s stdout and stderr kept in its record (the last ones)]:N:_default' \
+'--output-dir=[Save each job'\''s full stdout and stderr as DIR/<job>/stdout and DIR/<job>/stderr (their paths are in the records)]:DIR:_files' \
+'--ssh-config=[ssh config file used for every ssh call (as \`ssh -F\`); default\: ssh'\''s own (~/.ssh/config and /etc/ssh/ssh_config)]:FILE:_files' \
+'--connect-timeout=[ssh ConnectTimeout in seconds (TCP connect and banner)]:SECS:_default' \
+'--control-persist=[Keep each node'\''s shared ssh connection open this long after use; 0 = no sharing]:SECS:_default' \
+'-q[No progress on stderr]' \
+'--quiet[No progress on stderr]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'*::command -- The command to run, after `--`, as words\: each reaches the node as one word. {node} {slot} {slots} {worker} {dir} {python} are replaced per job:_default' \
 && ret=0
 ;;
 (completions)
