@@ -226,17 +226,28 @@ fn per_slot_echo_gives_one_record_per_slot_over_one_connection_per_node() {
         assert!(j["worker"].is_null());
     }
 
-    // A sync document: only its nodes (those that were synced) run, with the plan's ssh settings.
-    let mut synced = f.plan["nodes"][1].clone();
-    synced["bytes_sent"] = json!(123);
-    synced["rsync_exit"] = json!(0);
-    let sync = json!({"format_version": 1, "kind": "sync", "created_by": "test", "source": "/x",
-        "virtualenv_path": null, "editable_paths": [], "nodes": [synced], "dropped": [],
-        "total_slots": 2, "plan": f.plan});
-    let run = exec(&sync, f.runtime.path(), &["--per", "slot", "-q", "--", "sh", "-c", "echo {worker}"]);
+    // The real `sync` stage: node1's directory holds a stranger's file, so sync refuses it
+    // (unsafe_target) and its document lists node2 only; exec runs there only, in the synced copy.
+    let dir1 = f.plan["nodes"][0]["remote_dir"].as_str().unwrap();
+    let out = f.cluster.ssh("node1", &format!("touch {}/not-ours", shell_words::quote(dir1)));
+    assert!(out.status.success());
+    let sync = bin()
+        .args(["sync", "-q"])
+        .env("PYTEST_CLOUD_RUNTIME_DIR", f.runtime.path())
+        .env_remove("VIRTUAL_ENV")
+        .write_stdin(serde_json::to_vec(&f.plan).unwrap())
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let sync: Value = serde_json::from_slice(&sync).unwrap();
+    assert_eq!(sync["dropped"][0]["node"], "node1", "{sync}");
+    let run = exec(&sync, f.runtime.path(), &["--per", "slot", "-q", "--", "sh", "-c", "echo {worker}; ls pytest.ini"]);
     let outs: Vec<&str> = run.jobs.iter().map(|j| j["stdout_tail"].as_str().unwrap()).collect();
+    assert_eq!(run.code, 0, "{outs:?}");
+    assert_eq!(run.job("node2", Some(1))["stdout_tail"], "node2-1\npytest.ini\n");
     assert_eq!(run.jobs.len(), 2, "{outs:?}");
-    assert!(run.jobs.iter().all(|j| j["node"] == "node2"), "{outs:?}");
     assert_eq!(run.stderr, "", "-q: nothing on stderr");
 }
 

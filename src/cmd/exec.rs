@@ -240,15 +240,8 @@ pub fn read_nodes(doc: Value) -> Result<(Vec<PlannedNode>, SshSettings)> {
             Ok((plan.nodes, plan.inventory.ssh))
         }
         "sync" => {
-            // A synced node is a planned node plus how the sync went; the extra fields are ignored.
-            let nodes: Vec<PlannedNode> = match doc.get("nodes") {
-                Some(n) => serde_json::from_value(n.clone()).map_err(|e| {
-                    Error::bad_input(format!("the sync document's \"nodes\" do not match the schema: {e}"))
-                })?,
-                None => return Err(Error::bad_input("the sync document has no \"nodes\"")),
-            };
-            let plan = schema::plan_from(doc, "sync or plan")?;
-            Ok((nodes, plan.inventory.ssh))
+            let sync: schema::SyncDoc = schema::from_value(doc, "sync")?;
+            Ok((sync.nodes.into_iter().map(|n| n.planned).collect(), sync.plan.inventory.ssh))
         }
         "session" => match doc.get("sync") {
             Some(sync) if schema::kind_of(sync) == "sync" => read_nodes(sync.clone()),
