@@ -14,10 +14,11 @@ pub const MARKER: &str = ".pytest-cloud-target";
 
 /// Caches and tool state that never belong on a node. Perishable (`-p`): they do not keep a
 /// directory alive on the node that was deleted locally. `__pycache__` is compiled on the
-/// node by its own interpreter; orphans are removed after the transfer.
+/// node by its own interpreter; orphans are removed after the transfer. `.pytest_cache` is
+/// NOT here: xdist workers read `--lf`/`--ff`/`--nf`/`--sw` state from their own rootdir,
+/// which is the node's mirror, so the controller's cache must travel with the project.
 pub const DEFAULT_EXCLUDES: &[&str] = &[
     "__pycache__/",
-    ".pytest_cache/",
     ".tox/",
     ".nox/",
     ".mypy_cache/",

@@ -106,3 +106,113 @@ fn junitxml_is_written_locally_and_lists_every_test() {
     let collected = String::from_utf8_lossy(&l.stdout).lines().filter(|l| l.contains("::")).count();
     assert_eq!(report.matches("<testcase ").count(), collected, "{report}");
 }
+
+/// Adds a file of slow tests that each leave a marker in /tmp when they start, so a test can
+/// act while workers are busy on the nodes.
+fn add_slow_tests(ex: &Example, tag: &str, count: usize, seconds: f64) {
+    let body = format!(
+        "import os, time, pytest\n\n\
+         @pytest.mark.parametrize('i', range({count}))\n\
+         def test_long(i):\n    \
+             open('/tmp/{tag}-' + os.environ.get('PYTEST_XDIST_WORKER', 'master') + '-' + str(i), 'w').close()\n    \
+             time.sleep({seconds})\n"
+    );
+    std::fs::write(ex.root().join("tests/test_long.py"), body).unwrap();
+}
+
+fn markers(tag: &str, worker_prefix: &str) -> usize {
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{tag}-{worker_prefix}")))
+        .count()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    // A bound on waiting for something that must happen, not a performance threshold.
+    for _ in 0..1200 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("gave up waiting for {what}");
+}
+
+fn spawn_cloud(ex: &Example, c: &Cluster, args: &[&str]) -> std::process::Child {
+    let nodes = c.aliases().join(" ");
+    Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
+        .arg("pytest")
+        .arg(format!("--cloud-ssh-config={}", c.ssh_config().display()))
+        .args(["--cloud-nodes", &nodes, "--cloud-rsync-bandwidth-limit", "0"])
+        .args(args)
+        .current_dir(ex.root())
+        .env_remove("VIRTUAL_ENV")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn node_user(c: &Cluster, alias: &str) -> String {
+    String::from_utf8_lossy(&c.ssh(alias, "id -un").stdout).trim().to_string()
+}
+
+fn processes_of(user: &str) -> String {
+    let out = Command::new("ps").args(["-u", user, "-o", "pid=,args="]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_node_lost_mid_run_is_reported_and_the_run_completes_on_the_others() {
+    let c = Cluster::up(2);
+    let ex = Example::new();
+    let tag = format!("pc-death-{}", std::process::id());
+    add_slow_tests(&ex, &tag, 16, 0.5);
+    let child = spawn_cloud(&ex, &c, &["tests/test_long.py", "-rA"]);
+    wait_for("a test running on node2", || markers(&tag, "node2-") > 0);
+    c.kill("node2");
+    let out = child.wait_with_output().unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "the test that was running on the lost node fails:\n{all}");
+    assert!(all.contains("crashed") && all.contains("on node node2"), "the crash names the node:\n{all}");
+    assert!(all.contains("workers lost") && all.contains("node2: workers node2-0, node2-1 down") && all.contains("node lost"), "the summary names the lost node:\n{all}");
+    let (set, _) = outcomes(&out);
+    let ids: BTreeSet<String> = set.iter().map(|s| s.split_once(' ').unwrap().1.to_string()).collect();
+    assert_eq!(ids.len(), 16, "every test was reported once, the unstarted ones ran elsewhere:\n{all}");
+    assert!(set.iter().any(|s| s.starts_with("FAILED")) && set.iter().filter(|s| s.starts_with("PASSED")).count() >= 12, "{all}");
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_leaves_nothing_on_the_nodes() {
+    let c = Cluster::up(2);
+    let ex = Example::new();
+    let tag = format!("pc-int-{}", std::process::id());
+    add_slow_tests(&ex, &tag, 16, 3.0);
+    let child = spawn_cloud(&ex, &c, &["tests/test_long.py"]);
+    wait_for("workers busy on both nodes", || markers(&tag, "node1-") > 0 && markers(&tag, "node2-") > 0);
+    // The launcher became pytest (exec), so this is the SIGINT a terminal's Ctrl-C sends it.
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "pytest's 'interrupted' code:\n{}", text(&out));
+    for alias in c.aliases() {
+        let user = node_user(&c, &alias);
+        wait_for(&format!("no pytest left on {alias}"), || !processes_of(&user).contains("python"));
+    }
+}
+
+#[test]
+fn last_failed_uses_the_controllers_cache() {
+    let c = Cluster::up(2);
+    let ex = Example::new();
+    std::fs::write(ex.root().join("tests/test_fails.py"), "def test_bad():\n    assert 1 == 2\n\ndef test_good():\n    pass\n").unwrap();
+    let first = cloud(&ex, &c, &[]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let l = local(&ex, &["--lf"]);
+    let r = cloud(&ex, &c, &["--lf"]);
+    let (lset, lcounts) = outcomes(&l);
+    let (rset, rcounts) = outcomes(&r);
+    assert_eq!(lcounts, "1 failed", "{}", text(&l));
+    assert_eq!((rset, rcounts), (lset, lcounts), "{}", text(&r));
+}

@@ -254,7 +254,7 @@ fn changes_deletions_and_orphan_bytecode_arrive_and_excluded_files_stay_out() {
     assert_eq!(got.trim(), format!("1 {dir}/libs/helper/src/helper/__init__.py {dir}/libs/tool/tool.py"));
     for (path, present) in [
         (".git", false),
-        (".pytest_cache", false),
+        (".pytest_cache/v/x", true),
         ("debug.log", false),
         ("secret.txt", false),
         (".hidden-config", true),
@@ -270,7 +270,8 @@ fn changes_deletions_and_orphan_bytecode_arrive_and_excluded_files_stay_out() {
     let pyc = |name: &str| format!("{dir}/src/mypkg/__pycache__/{name}.cpython-{}.pyc", base_python_version().split('.').take(2).collect::<Vec<_>>().join(""));
     assert!(exists_on_node(&cluster, "node1", &pyc("old")), "the node compiled old.py");
     let init_pyc_mtime = on_node(&cluster, "node1", &format!("stat -c %Y {}", pyc("__init__")));
-    // Node-side files that the filters exclude are the node's own: kept.
+    // Node-side files that the filters exclude are the node's own: kept. The pytest cache is
+    // the controller's (workers read --lf state from it): mirrored, node-side files go.
     on_node(&cluster, "node1", &format!("mkdir -p {dir}/.pytest_cache && echo node > {dir}/.pytest_cache/n && echo node > {dir}/debug.log"));
 
     write(&root.join("src/mypkg/keep.py"), "VALUE = 2222\n");
@@ -288,7 +289,8 @@ fn changes_deletions_and_orphan_bytecode_arrive_and_excluded_files_stay_out() {
     let gone = cluster.ssh("node1", &format!("cd {dir} && .venv/bin/python -c 'import mypkg.old'"));
     assert!(text(&gone.stderr).contains("ModuleNotFoundError"), "{}", text(&gone.stderr));
     assert_eq!(on_node(&cluster, "node1", &format!("stat -c %Y {}", pyc("__init__"))), init_pyc_mtime, "unchanged modules keep their bytecode");
-    assert_eq!(on_node(&cluster, "node1", &format!("cat {dir}/.pytest_cache/n {dir}/debug.log")), "node\nnode\n");
+    assert_eq!(on_node(&cluster, "node1", &format!("cat {dir}/debug.log")), "node\n");
+    assert!(!exists_on_node(&cluster, "node1", &format!("{dir}/.pytest_cache/n")), "the cache mirrors the controller's");
 }
 
 #[test]

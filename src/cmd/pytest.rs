@@ -337,7 +337,10 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
         created_by: schema::created_by(),
         rootdir: root.display().to_string(),
         python: local_python.display().to_string(),
-        xdist: XdistArgs { tx, dist, max_worker_restart: workers },
+        // Each crash (a lost node costs one per worker, and a replacement that cannot connect
+        // costs more) counts against this bound; xdist stops everything when it is passed,
+        // so allow a few per worker without ever looping forever (share/doc/xdist-notes.md).
+        xdist: XdistArgs { tx, dist, max_worker_restart: 4 * workers },
         env,
         header,
         timings_ms: timings,
