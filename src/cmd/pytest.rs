@@ -428,7 +428,10 @@ fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String]) -
     };
     cmd.env("PYTHONPATH", pythonpath).env("PYTEST_PLUGINS", plugins).env("PYTEST_CLOUD_ROOTDIR", &session.rootdir);
     if opts.timings {
-        cmd.env("PYTEST_CLOUD_TIMINGS", serde_json::to_string(&session.timings_ms).unwrap_or_default());
+        let mut phases: std::collections::BTreeMap<String, u64> = session.timings_ms.clone();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        phases.insert("exec_at_ms".into(), now_ms);
+        cmd.env("PYTEST_CLOUD_TIMINGS", serde_json::to_string(&phases).unwrap_or_default());
     }
     // exec: from here pytest is this process; its exit code and signals are ours.
     let err = cmd.exec();

@@ -42,6 +42,9 @@ import pytest
 #: The xdist versions this glue was tested with: >= 3.6, < 3.9.
 XDIST_TESTED = ((3, 6), (3, 9))
 ROOTDIR_ENV = "PYTEST_CLOUD_ROOTDIR"
+#: JSON of the launcher's own phases (probe, plan, sync, in ms) and, under "exec_at_ms", the
+#: wall-clock time it started pytest; set by ``pytest-cloud pytest --cloud-timings``.
+TIMINGS_ENV = "PYTEST_CLOUD_TIMINGS"
 _PLUGIN_NAME = "pytest-cloud-glue"
 
 
@@ -60,6 +63,70 @@ def activate(config: pytest.Config, rootdir: str | os.PathLike[str]) -> None:
     glue = _ControllerGlue(config, Path(rootdir), workermanage)
     config.pluginmanager.register(glue, _PLUGIN_NAME)
     config.add_cleanup(glue.restore)
+    launcher_phases = os.environ.get(TIMINGS_ENV)
+    if launcher_phases is not None:
+        config.pluginmanager.register(_Timings(launcher_phases), "pytest-cloud-timings")
+
+
+class _Timings:
+    """Where a run's time goes, phase by phase, printed on stderr when pytest ends as one line
+    ``pytest-cloud: timings {json}`` (milliseconds), so people and scripts/bench can read it.
+
+    Phases: the launcher's probe, plan and sync; ``controller_start`` (exec of pytest to its
+    configure); ``worker_start`` (xdist sets up the nodes until every worker is ready);
+    ``tests`` (from there to the end of the session: collection on the workers and the tests);
+    ``teardown`` (workers shut down, reports written).
+    """
+
+    def __init__(self, launcher_phases: str) -> None:
+        import json
+        import time
+
+        self._clock = time.monotonic
+        self._json = json
+        try:
+            phases = json.loads(launcher_phases) if launcher_phases else {}
+        except ValueError:
+            phases = {}
+        exec_at = phases.pop("exec_at_ms", None)
+        self.phases: dict[str, int] = {k: int(v) for k, v in phases.items()}
+        if exec_at is not None:
+            self.phases["controller_start"] = max(0, int(time.time() * 1000) - int(exec_at))
+        self.marks: dict[str, float] = {}
+
+    def _mark(self, name: str) -> None:
+        self.marks.setdefault(name, self._clock())
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_setupnodes(self) -> None:
+        self._mark("setup")
+
+    @pytest.hookimpl
+    def pytest_testnodeready(self) -> None:
+        self.marks["ready"] = self._clock()  # the last worker's readiness counts
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        self._mark("finish")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self) -> None:
+        import sys
+
+        end = self._clock()
+        m = self.marks
+        ms = lambda a, b: int(round((b - a) * 1000))  # noqa: E731
+        if "setup" in m and "ready" in m:
+            self.phases["worker_start"] = ms(m["setup"], m["ready"])
+        if "ready" in m and "finish" in m:
+            self.phases["tests"] = ms(m["ready"], m["finish"])
+        if "finish" in m:
+            self.phases["teardown"] = ms(m["finish"], end)
+        order = ["probe", "plan", "sync", "controller_start", "worker_start", "tests", "teardown"]
+        ordered = {k: self.phases[k] for k in order if k in self.phases}
+        ordered["total"] = sum(ordered.values())
+        sys.stderr.write("pytest-cloud: timings " + self._json.dumps(ordered) + "\n")
+        sys.stderr.flush()
 
 
 def check_xdist() -> Any:
