@@ -99,8 +99,15 @@ fn junitxml_is_written_locally_and_lists_every_test() {
     let c = Cluster::up(2);
     let ex = Example::new();
     let xml = ex.root().join("report.xml");
-    let r = cloud(&ex, &c, &["--junitxml", "report.xml"]);
+    let r = cloud(&ex, &c, &["--junitxml", "report.xml", "--cloud-timings"]);
     assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+    // --cloud-timings: one JSON line with every phase.
+    let stderr = String::from_utf8_lossy(&r.stderr).into_owned();
+    let line = stderr.lines().find_map(|l| l.strip_prefix("pytest-cloud: timings ")).unwrap_or_else(|| panic!("no timings line:\n{stderr}"));
+    let phases: serde_json::Value = serde_json::from_str(line).unwrap();
+    for phase in ["probe", "plan", "sync", "controller_start", "worker_start", "tests", "teardown", "total"] {
+        assert!(phases[phase].is_u64(), "{phase} missing in {line}");
+    }
     let report = std::fs::read_to_string(&xml).unwrap();
     let l = local(&ex, &["--collect-only", "-q"]);
     let collected = String::from_utf8_lossy(&l.stdout).lines().filter(|l| l.contains("::")).count();
