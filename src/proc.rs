@@ -98,10 +98,15 @@ impl Cmd {
     }
 
     fn expression(&self) -> duct::Expression {
+        self.expression_with(None)
+    }
+
+    fn expression_with(&self, pipe: Option<std::io::PipeReader>) -> duct::Expression {
         let mut e = duct::cmd(&self.argv[0], &self.argv[1..]);
-        e = match &self.stdin {
-            Some(b) => e.stdin_bytes(b.clone()),
-            None => e.stdin_null(),
+        e = match (pipe, &self.stdin) {
+            (Some(p), _) => e.stdin_file(p),
+            (None, Some(b)) => e.stdin_bytes(b.clone()),
+            (None, None) => e.stdin_null(),
         };
         for (k, v) in &self.env {
             e = e.env(k, v);
@@ -149,8 +154,19 @@ impl Cmd {
     /// while it runs: to read progress from files the child writes, or to pass an interrupt on.
     /// The deadline still applies.
     pub fn output_polling(&self, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
+        self.polling(self.expression(), every, tick)
+    }
+
+    /// Like [`output_polling`](Self::output_polling), with the child's stdin read from `input`:
+    /// the read end of a pipe whose write end the caller feeds (from another thread) and then
+    /// drops, which is the child's end of input.
+    pub fn output_polling_from(&self, input: std::io::PipeReader, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
+        self.polling(self.expression_with(Some(input)), every, tick)
+    }
+
+    fn polling(&self, expression: duct::Expression, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
         let start = Instant::now();
-        let handle = self.expression().start().map_err(|e| self.start_error(e))?;
+        let handle = expression.start().map_err(|e| self.start_error(e))?;
         let mut last_tick = Instant::now();
         let out = loop {
             if let Some(out) = handle.try_wait().map_err(|e| self.start_error(e))? {
@@ -266,6 +282,22 @@ mod tests {
         let out = Cmd::new(["sh", "-c", "kill -TERM $$"]).output().unwrap();
         assert_eq!(out.status, Status::Signaled(15));
         assert_eq!(out.status.shell_code(), 143);
+    }
+
+    #[test]
+    fn a_pipe_fed_while_the_child_runs_reaches_it() {
+        use std::io::Write;
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let feeder = std::thread::spawn(move || {
+            writer.write_all(b"one\n").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            writer.write_all(b"two\n").unwrap();
+        });
+        let mut ticks = 0;
+        let out = Cmd::new(["cat"]).output_polling_from(reader, Duration::from_millis(10), &mut |_| ticks += 1).unwrap();
+        feeder.join().unwrap();
+        assert_eq!(out.stdout, b"one\ntwo\n");
+        assert!(out.status.success());
     }
 
     #[test]

@@ -12,6 +12,11 @@ use std::path::Path;
 /// creates (or adopts an empty) directory. Without it, nothing is deleted there.
 pub const MARKER: &str = ".pytest-cloud-target";
 
+/// Written beside the marker when a sync's clean-up ran to its end, and removed (under the
+/// lock) before the next transfer: its absence tells the next sync that the list of
+/// deletions it gets from rsync may be incomplete (see `src/sync_node.sh`).
+pub const SYNCED_STAMP: &str = ".pytest-cloud-synced";
+
 /// Caches and tool state that never belong on a node. Perishable (`-p`): they do not keep a
 /// directory alive on the node that was deleted locally. `__pycache__` is compiled on the
 /// node by its own interpreter; orphans are removed after the transfer. `.pytest_cache` is
@@ -35,6 +40,7 @@ pub const IGNORE_FILE: &str = ".pytest-cloud-ignore";
 pub fn filter_rules(user_excludes: &[String], ignore_file: Option<&Path>, include_git: bool) -> Vec<String> {
     let mut rules = vec![
         format!("- /{MARKER}"),
+        format!("- /{SYNCED_STAMP}"),
         format!("-p {}", crate::venv::EDITABLE_PTH),
     ];
     rules.extend(user_excludes.iter().map(|p| format!("- {p}")));
@@ -65,9 +71,10 @@ pub struct RsyncSpec {
 
 /// rsync's options. `-rlpt`, not `-a`: a node user cannot set owners or make devices, and
 /// trying would turn a good sync into exit 23. `--delete` is safe here because `sync` only
-/// runs rsync into a directory that carries [`MARKER`].
+/// runs rsync into a directory that carries [`MARKER`]. `--info=del` lists what was deleted
+/// ([`parse_deleted`]), so the clean-up after the transfer looks only there.
 pub fn rsync_options(spec: &RsyncSpec) -> Vec<String> {
-    let mut v: Vec<String> = ["-rlpt", "--delete", "--stats"].map(String::from).to_vec();
+    let mut v: Vec<String> = ["-rlpt", "--delete", "--stats", "--info=del"].map(String::from).to_vec();
     v.push(format!("--timeout={}", spec.timeout_s));
     if spec.bwlimit_kbps > 0 {
         v.push(format!("--bwlimit={}", spec.bwlimit_kbps));
@@ -82,10 +89,12 @@ pub fn rsync_options(spec: &RsyncSpec) -> Vec<String> {
     v
 }
 
-/// `parallel` running `command` once per line of `jobs_file` (`{}` is the line), with the
-/// per-job outcome in `joblog` and per-job output under `results/<seq>/`. `-q` keeps every
-/// word of `command` one argument through parallel's shell.
-pub fn parallel_argv(jobs: usize, joblog: &Path, results: &Path, jobs_file: &Path, command: &[String]) -> Vec<String> {
+/// `parallel` running `command` once per line of its standard input (`{}` is the line), with
+/// the per-job outcome in `joblog` and per-job output under `results/<seq>/`, `<seq>` being
+/// the line's number. `-q` keeps every word of `command` one argument through parallel's
+/// shell. Jobs read from a pipe start as their lines arrive, so parallel (a perl program
+/// that takes a few hundred milliseconds to start) is started before the nodes are ready.
+pub fn parallel_argv(jobs: usize, joblog: &Path, results: &Path, command: &[String]) -> Vec<String> {
     let mut v: Vec<String> = vec![
         "parallel".into(),
         "--will-cite".into(),
@@ -95,8 +104,6 @@ pub fn parallel_argv(jobs: usize, joblog: &Path, results: &Path, jobs_file: &Pat
         joblog.display().to_string(),
         "--results".into(),
         format!("{}/{{#}}/", results.display()),
-        "-a".into(),
-        jobs_file.display().to_string(),
         "-q".into(),
     ];
     v.extend(command.iter().cloned());
@@ -154,6 +161,22 @@ pub fn parse_stats(stdout: &str) -> Option<Stats> {
             .or_else(|| number_after(stdout, "Number of files transferred:"))
             .unwrap_or(0),
     })
+}
+
+/// The files and directories rsync's `--info=del` says it deleted, relative to the
+/// destination (directories end in `/`). None when a name is escaped (`\#ooo`: a control
+/// character or invalid UTF-8), which the caller must treat as "unknown".
+pub fn parse_deleted(stdout: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for line in stdout.split(['\r', '\n']) {
+        if let Some(name) = line.strip_prefix("deleting ") {
+            if name.contains("\\#") {
+                return None;
+            }
+            out.push(name.to_string());
+        }
+    }
+    Some(out)
 }
 
 /// The latest `--info=progress2` update: bytes so far, percent, rate as rsync prints it.
@@ -220,9 +243,10 @@ mod tests {
     fn filters_protect_our_files_before_user_rules() {
         let r = filter_rules(&["*.log".into()], Some(Path::new("/p/.pytest-cloud-ignore")), false);
         assert_eq!(r[0], "- /.pytest-cloud-target");
-        assert_eq!(r[1], "-p 000-pytest-cloud-editable.pth");
-        assert_eq!(r[2], "- *.log");
-        assert_eq!(r[3], ". /p/.pytest-cloud-ignore");
+        assert_eq!(r[1], "- /.pytest-cloud-synced");
+        assert_eq!(r[2], "-p 000-pytest-cloud-editable.pth");
+        assert_eq!(r[3], "- *.log");
+        assert_eq!(r[4], ". /p/.pytest-cloud-ignore");
         assert!(r.contains(&"-p .git".to_string()) && r.contains(&"-p __pycache__/".to_string()));
         assert!(!r.iter().any(|x| x == "- .*" || x.contains(".venv")), "no blanket dot-file exclusion");
         assert!(!filter_rules(&[], None, true).iter().any(|x| x.contains(".git")));
@@ -233,7 +257,7 @@ mod tests {
         let spec = RsyncSpec { rsh: "ssh -F /c -c aes128-gcm@openssh.com".into(), bwlimit_kbps: 5000, progress: false, filter_file: "/t/f".into(), timeout_s: 60 };
         let o = rsync_options(&spec);
         assert!(o.contains(&"--bwlimit=5000".into()) && o.contains(&"--delete".into()) && o.contains(&"--filter=. /t/f".into()));
-        assert!(!o.iter().any(|x| x.starts_with("--info")));
+        assert!(o.contains(&"--info=del".into()) && !o.iter().any(|x| x.starts_with("--info=progress")));
         let o = rsync_options(&RsyncSpec { bwlimit_kbps: 0, progress: true, ..spec });
         assert!(!o.iter().any(|x| x.starts_with("--bwlimit")));
         assert!(o.contains(&"--info=progress2".into()));
@@ -243,8 +267,8 @@ mod tests {
 
     #[test]
     fn parallel_reads_jobs_from_a_file_and_logs_each() {
-        let v = parallel_argv(0, Path::new("/t/log"), Path::new("/t/res"), Path::new("/t/jobs"), &["rsync".into(), "{}".into()]);
-        assert_eq!(v.join(" "), "parallel --will-cite --jobs 1 --joblog /t/log --results /t/res/{#}/ -a /t/jobs -q rsync {}");
+        let v = parallel_argv(0, Path::new("/t/log"), Path::new("/t/res"), &["rsync".into(), "{}".into()]);
+        assert_eq!(v.join(" "), "parallel --will-cite --jobs 1 --joblog /t/log --results /t/res/{#}/ -q rsync {}");
     }
 
     #[test]
@@ -270,6 +294,15 @@ mod tests {
         assert_eq!(parse_progress("\r  1,024  5%  1.00MB/s  0:00:09"), Some(Progress { bytes: 1024, percent: 5, rate: "1.00MB/s".into() }));
         assert_eq!(parse_stats("no stats"), None);
         assert_eq!(parse_progress(""), None);
+    }
+
+    #[test]
+    fn deletions_are_read_and_escaped_names_make_the_list_unknown() {
+        let out = "deleting b/z.py\ndeleting b/\ndeleting a/y.py\n\nNumber of files: 4 (reg: 1, dir: 3)\n";
+        assert_eq!(parse_deleted(out), Some(vec!["b/z.py".to_string(), "b/".into(), "a/y.py".into()]));
+        assert_eq!(parse_deleted("deleting a/we ird\\#012name.py\n"), None);
+        assert_eq!(parse_deleted("\r  1,024  5%  1.00MB/s  0:00:09\rdeleting x.py\n"), Some(vec!["x.py".to_string()]));
+        assert_eq!(parse_deleted(""), Some(vec![]));
     }
 
     #[test]

@@ -291,6 +291,23 @@ fn changes_deletions_and_orphan_bytecode_arrive_and_excluded_files_stay_out() {
     assert_eq!(on_node(&cluster, "node1", &format!("stat -c %Y {}", pyc("__init__"))), init_pyc_mtime, "unchanged modules keep their bytecode");
     assert_eq!(on_node(&cluster, "node1", &format!("cat {dir}/debug.log")), "node\n");
     assert!(!exists_on_node(&cluster, "node1", &format!("{dir}/.pytest_cache/n")), "the cache mirrors the controller's");
+    assert!(exists_on_node(&cluster, "node1", &format!("{dir}/.pytest-cloud-synced")), "a finished sync leaves its stamp");
+
+    // A sync stopped between rsync and its clean-up (Ctrl-C, kill) deleted a module and left
+    // its bytecode and no stamp. The next sync hears of no deletion from rsync, so it must
+    // sweep the whole tree because the stamp is missing.
+    write(&root.join("src/mypkg/gone.py"), "G = 1\n");
+    let third = sync(&second.stdout, &["--rsync-bandwidth-limit", "0", "--exclude", "secret.txt", "--develop-egg", root.join("libs/helper").to_str().unwrap()]);
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    on_node(&cluster, "node1", &format!("cd {dir} && .venv/bin/python -c 'import mypkg.gone'"));
+    assert!(exists_on_node(&cluster, "node1", &pyc("gone")), "the node compiled gone.py");
+    std::fs::remove_file(root.join("src/mypkg/gone.py")).unwrap();
+    on_node(&cluster, "node1", &format!("rm {dir}/src/mypkg/gone.py {dir}/.pytest-cloud-synced"));
+    let fourth = sync(&third.stdout, &["--rsync-bandwidth-limit", "0", "--exclude", "secret.txt", "--develop-egg", root.join("libs/helper").to_str().unwrap()]);
+    assert_eq!(fourth.code, 0, "{}", fourth.stderr);
+    assert!(!exists_on_node(&cluster, "node1", &pyc("gone")), "the interrupted sync's orphan bytecode is swept");
+    assert_eq!(on_node(&cluster, "node1", &format!("stat -c %Y {}", pyc("__init__"))), init_pyc_mtime, "and only orphans");
+    assert!(exists_on_node(&cluster, "node1", &format!("{dir}/.pytest-cloud-synced")));
 }
 
 #[test]

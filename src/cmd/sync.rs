@@ -14,10 +14,14 @@
 //!    the marker `.pytest-cloud-target` (anything else is refused and left untouched); an
 //!    atomic `mkdir <dir>.pytest-cloud-lock` (waits `--lock-wait`, then names the holder);
 //!    the directory and its marker are made under the lock;
-//! 2. rsync, all nodes at once through GNU parallel, each node's status from the joblog;
-//!    `--delete` only ever runs inside a marked directory;
-//! 3. one ssh round trip (`finish`): orphan bytecode removed, the editable `.pth` written,
-//!    the synced interpreter checked, the lock released.
+//! 2. rsync, through one GNU parallel for all nodes, each node's status from the joblog;
+//!    `--delete` only ever runs inside a marked directory. parallel is started before the
+//!    pre-flights and reads one line per node on its stdin, written when that node passed
+//!    step 1, so its start-up (a perl program: 0.2-0.5 s) overlaps the pre-flights;
+//! 3. one ssh round trip (`finish`): orphan bytecode removed (beside the files rsync reports
+//!    deleted), the editable `.pth` written, the synced interpreter checked, the lock released.
+//!
+//! Where the time of a sync goes, and why it is done this way: share/doc/performance.md.
 //!
 //! Example: `pytest-cloud probe --nodes 'n1 n2' | pytest-cloud plan | pytest-cloud sync > sync.json`
 
@@ -187,6 +191,10 @@ struct NodeRun {
     lock: String,
     started: Instant,
     locked: bool,
+    /// The last sync into the directory ran its clean-up to the end (preflight's `clean=1`).
+    clean_before: bool,
+    /// What rsync deleted there (None: unknown, so the clean-up sweeps the whole tree).
+    deleted: Option<Vec<String>>,
     rsync: Option<(i32, rsync::Stats)>,
     warning: Option<String>,
     dropped: Option<Dropped>,
@@ -222,15 +230,11 @@ pub fn sync_plan(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent)
         .map_err(|e| Error::internal(format!("thread pool: {e}")))?;
     let ssh_deadline = Duration::from_secs(plan.inventory.ssh.connect_timeout_s + 60);
 
-    pool.install(|| {
-        use rayon::prelude::*;
-        runs.par_iter_mut().filter(|r| r.alive()).for_each(|r| preflight(r, &config, &local, opts, ssh_deadline, progress));
-    });
-    if interrupt::requested() {
-        return Err(interrupted(&pool, &runs, &config, &local));
+    if let Err(e) = preflight_and_transfer(&mut runs, &pool, &config, &local, opts, ssh_deadline, progress) {
+        // The pre-flights may have taken locks: give them back before saying why we stop.
+        let _ = interrupted(&pool, &runs, &config, &local);
+        return Err(e);
     }
-
-    transfer(&mut runs, &config, &local, opts, progress)?;
     if interrupt::requested() {
         return Err(interrupted(&pool, &runs, &config, &local));
     }
@@ -453,6 +457,8 @@ fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
             lock: format!("{expected}.pytest-cloud-lock"),
             started: Instant::now(),
             locked: false,
+            clean_before: false,
+            deleted: None,
             rsync: None,
             warning: None,
             dropped: None,
@@ -464,6 +470,13 @@ fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
 /// rsync and GNU parallel must be here before any node is touched (exit 72 otherwise).
 fn check_local_tools() -> Result<()> {
     Cmd::new(["rsync", "--version"]).output()?;
+    // `parallel --version` costs a perl start-up (0.2-0.5 s), as much as a whole no-change
+    // sync otherwise: a program file once found to be GNU parallel is remembered by its
+    // identity (path, inode, size, change time), which any replacement of the file changes.
+    let stamp = on_path("parallel").and_then(|p| tool_stamp(&p));
+    if stamp.as_ref().is_some_and(|s| s.exists()) {
+        return Ok(());
+    }
     let out = Cmd::new(["parallel", "--version"]).output()?;
     if !out.stdout_str().contains("GNU parallel") {
         return Err(Error::new(
@@ -471,7 +484,27 @@ fn check_local_tools() -> Result<()> {
             format!("`parallel` on PATH is not GNU parallel (moreutils ships another one). {}", crate::proc::install_hint("parallel")),
         ));
     }
+    if let Some(s) = stamp {
+        let _ = std::fs::write(s, b"GNU parallel\n");
+    }
     Ok(())
+}
+
+/// The first executable `name` on PATH, as the spawn will find it.
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// Where the verdict on the program file `path` is remembered, or None when it cannot be.
+fn tool_stamp(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path).ok()?;
+    let m = std::fs::metadata(&real).ok()?;
+    let id = format!("{}\0{}\0{}\0{}\0{}\0{}", real.display(), m.dev(), m.ino(), m.size(), m.ctime(), m.ctime_nsec());
+    Some(ssh::runtime_dir().ok()?.join(format!("tool-ok-{:016x}", ssh::fnv1a(id.as_bytes()))))
 }
 
 /// Runs the node script in MODE with ARGS over ssh; returns its key=value lines (in order)
@@ -581,6 +614,7 @@ fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &SyncOptions, 
         match get(&kv, "lock") {
             Some("acquired") => {
                 r.locked = true;
+                r.clean_before = get(&kv, "clean") == Some("1");
                 return;
             }
             Some("held") => {
@@ -666,10 +700,20 @@ fn describe_holder(holder: &str) -> String {
     }
 }
 
-/// rsync to every node still in the running, through GNU parallel.
-fn transfer(runs: &mut [NodeRun], config: &Path, local: &Local, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync)) -> Result<()> {
-    let idx: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].alive()).collect();
-    if idx.is_empty() {
+/// Pre-flight on every node still in the running, and rsync to each node that passed it,
+/// through one GNU parallel started first: its jobs are the lines written to its stdin, one
+/// per node as soon as that node's pre-flight took the lock.
+fn preflight_and_transfer(
+    runs: &mut [NodeRun],
+    pool: &rayon::ThreadPool,
+    config: &Path,
+    local: &Local,
+    opts: &SyncOptions,
+    ssh_deadline: Duration,
+    progress: &(dyn Fn(&SyncEvent) + Sync),
+) -> Result<()> {
+    let candidates = runs.iter().filter(|r| r.alive()).count();
+    if candidates == 0 {
         return Ok(());
     }
     let tmp = tempfile::Builder::new()
@@ -679,10 +723,6 @@ fn transfer(runs: &mut [NodeRun], config: &Path, local: &Local, opts: &SyncOptio
     let filter_file = tmp.path().join("filters");
     let rules = rsync::filter_rules(&opts.excludes, local.ignore_file.as_deref(), opts.include_git);
     std::fs::write(&filter_file, rules.join("\n") + "\n").map_err(|e| Error::io(filter_file.display(), e))?;
-    // One line per job: the destination, which parallel quotes into `{}`.
-    let jobs: String = idx.iter().map(|&i| format!("{}:{}/\n", runs[i].dest.ssh_target(), runs[i].planned.remote_dir)).collect();
-    let jobs_file = tmp.path().join("jobs");
-    std::fs::write(&jobs_file, jobs).map_err(|e| Error::io(jobs_file.display(), e))?;
     let spec = rsync::RsyncSpec {
         rsh: ssh::rsync_rsh(config, opts.cipher.as_deref()),
         bwlimit_kbps: opts.bwlimit_kbps,
@@ -693,43 +733,96 @@ fn transfer(runs: &mut [NodeRun], config: &Path, local: &Local, opts: &SyncOptio
     let mut command = vec!["rsync".to_string()];
     command.extend(rsync::rsync_options(&spec));
     // The source is the working directory, so no local path passes through parallel's
-    // replacement strings.
+    // replacement strings; `{}` is the job's line, the destination.
     command.extend(["./".to_string(), "{}".to_string()]);
     let joblog = tmp.path().join("joblog");
     let results = tmp.path().join("results");
-    let jobs_at_once = opts.max_processes.map(|m| m as usize).unwrap_or(idx.len()).min(idx.len());
-    let argv = rsync::parallel_argv(jobs_at_once, &joblog, &results, &jobs_file, &command);
-    let cmd = Cmd::new(argv).dir(&local.root);
+    let jobs_at_once = opts.max_processes.map(|m| m as usize).unwrap_or(candidates).min(candidates);
+    let cmd = Cmd::new(rsync::parallel_argv(jobs_at_once, &joblog, &results, &command)).dir(&local.root);
+    let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe for GNU parallel", e))?;
+    // The write end and, in job order (= parallel's sequence number), the runs' indexes.
+    let feed: Mutex<(Option<std::io::PipeWriter>, Vec<usize>)> = Mutex::new((Some(writer), Vec::new()));
+    let labels: Vec<(String, String)> = runs.iter().map(|r| (r.planned.node.clone(), r.planned.remote_dir.clone())).collect();
 
-    let mut started = vec![false; idx.len()];
-    let mut forwarded = false;
-    let mut poll = |pids: &[u32]| {
-        if interrupt::requested() && !forwarded {
-            interrupt::forward(pids);
-            forwarded = true;
-        }
-        for (k, &i) in idx.iter().enumerate() {
-            let dir = results.join((k + 1).to_string());
-            if !started[k] && dir.exists() {
-                started[k] = true;
-                progress(&SyncEvent::Started { node: &runs[i].planned.node, remote_dir: &runs[i].planned.remote_dir });
-            }
-            if opts.live_progress && started[k] {
-                if let Some(p) = std::fs::read(dir.join("stdout")).ok().and_then(|b| rsync::parse_progress(&String::from_utf8_lossy(&b))) {
-                    progress(&SyncEvent::Progress { node: &runs[i].planned.node, progress: &p });
+    let out = std::thread::scope(|scope| {
+        let feed = &feed;
+        let labels = &labels;
+        let results = &results;
+        let parallel = scope.spawn(move || {
+            let mut started: Vec<bool> = Vec::new();
+            let mut forwarded = false;
+            let mut poll = |pids: &[u32]| {
+                if interrupt::requested() && !forwarded {
+                    interrupt::forward(pids);
+                    forwarded = true;
                 }
-            }
-        }
-    };
-    let out = cmd.output_polling(Duration::from_millis(200), &mut poll)?;
+                let order = feed.lock().unwrap_or_else(|p| p.into_inner()).1.clone();
+                started.resize(order.len(), false);
+                for (k, &i) in order.iter().enumerate() {
+                    let (node, remote_dir) = (&labels[i].0, &labels[i].1);
+                    let dir = results.join((k + 1).to_string());
+                    if !started[k] && dir.exists() {
+                        started[k] = true;
+                        progress(&SyncEvent::Started { node, remote_dir });
+                    }
+                    if opts.live_progress && started[k] {
+                        if let Some(p) = std::fs::read(dir.join("stdout")).ok().and_then(|b| rsync::parse_progress(&String::from_utf8_lossy(&b))) {
+                            progress(&SyncEvent::Progress { node, progress: &p });
+                        }
+                    }
+                }
+            };
+            cmd.output_polling_from(reader, Duration::from_millis(100), &mut poll)
+        });
+        pool.install(|| {
+            use rayon::prelude::*;
+            runs.par_iter_mut().enumerate().filter(|(_, r)| r.alive()).for_each(|(i, r)| {
+                preflight(r, config, local, opts, ssh_deadline, progress);
+                if !r.alive() || !r.locked || interrupt::requested() {
+                    return;
+                }
+                let line = format!("{}:{}/\n", r.dest.ssh_target(), r.planned.remote_dir);
+                let mut f = feed.lock().unwrap_or_else(|p| p.into_inner());
+                // A failed write (parallel is gone) leaves the node out of the job order;
+                // it is dropped below with parallel's own words.
+                if let Some(w) = f.0.as_mut() {
+                    if w.write_all(line.as_bytes()).is_ok() {
+                        f.1.push(i);
+                    }
+                }
+            });
+        });
+        // End of input: parallel finishes the jobs it has and exits.
+        feed.lock().unwrap_or_else(|p| p.into_inner()).0.take();
+        parallel.join().unwrap_or_else(|_| Err(Error::internal("the thread running GNU parallel panicked")))
+    })?;
+
+    let order = std::mem::take(&mut feed.lock().unwrap_or_else(|p| p.into_inner()).1);
     let log = std::fs::read_to_string(&joblog).unwrap_or_default();
     let results_by_seq = rsync::parse_joblog(&log);
-    for (k, &i) in idx.iter().enumerate() {
-        let r = &mut runs[i];
-        let dir = results.join((k + 1).to_string());
+    let mut seq_of = vec![None; runs.len()];
+    for (k, &i) in order.iter().enumerate() {
+        seq_of[i] = Some(k + 1);
+    }
+    for (i, r) in runs.iter_mut().enumerate() {
+        if !r.alive() || !r.locked {
+            continue;
+        }
+        let Some(seq) = seq_of[i] else {
+            r.drop_with(
+                ErrorKind::SyncFailed,
+                if interrupt::requested() {
+                    "interrupted before rsync started".to_string()
+                } else {
+                    format!("GNU parallel stopped taking jobs (exit {}): {}", out.status.shell_code(), out.stderr_trimmed())
+                },
+            );
+            continue;
+        };
+        let dir = results.join(seq.to_string());
         let stdout = std::fs::read(dir.join("stdout")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         let stderr = std::fs::read(dir.join("stderr")).map(|b| crate::proc::trim_message(&String::from_utf8_lossy(&b))).unwrap_or_default();
-        match results_by_seq.get(&(k + 1)) {
+        match results_by_seq.get(&seq) {
             None => {
                 let why = out.stderr_trimmed();
                 r.drop_with(
@@ -747,6 +840,8 @@ fn transfer(runs: &mut [NodeRun], config: &Path, local: &Local, opts: &SyncOptio
                 if j.exitval != 0 {
                     r.warning = Some(format!("rsync exit {} ({}): {stderr}", j.exitval, rsync::exit_meaning(j.exitval)));
                 }
+                // Without its stats the output may be cut short: then the deletions are unknown.
+                r.deleted = if rsync::parse_stats(&stdout).is_some() { rsync::parse_deleted(&stdout) } else { None };
                 r.rsync = Some((j.exitval, stats));
             }
             Some(j) => {
@@ -779,7 +874,10 @@ fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Duration) {
     };
     let entries: Vec<String> =
         local.editable.iter().map(|e| if e.is_empty() { dir.clone() } else { format!("{dir}/{e}") }).collect();
-    let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python];
+    let (sweep, deleted_py) = cleanup_scope(r.clean_before, r.deleted.as_deref());
+    let count = deleted_py.len().to_string();
+    let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python, sweep, &count];
+    args.extend(deleted_py.iter().copied());
     args.extend(entries.iter().map(String::as_str));
     let (kv, out) = match node_script(config, &r.dest, "finish", &args, deadline) {
         Ok(x) => x,
@@ -795,6 +893,28 @@ fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Duration) {
         let msg: Vec<&str> = kv.iter().filter(|(k, _)| k == "venv_message").map(|(_, v)| v.as_str()).collect();
         let kind = if entries.is_empty() { ErrorKind::PythonMismatch } else { ErrorKind::DevelopFailed };
         r.drop_with(kind, format!("the synced interpreter {python} does not work on the node: {}", msg.join(" / ")));
+    }
+}
+
+/// More deleted modules than this and the clean-up sweeps the tree instead of taking them
+/// as arguments (one command line).
+const MAX_LISTED_DELETIONS: usize = 500;
+
+/// How the clean-up after rsync finds orphan bytecode: `"listed"` with the deleted `.py`
+/// files (relative to the target) when the list is known to be complete, else `"full"`. The
+/// list is complete when rsync's output was read and the previous sync cleaned up after
+/// itself (an interrupted one may have deleted modules whose bytecode is still there).
+fn cleanup_scope(clean_before: bool, deleted: Option<&[String]>) -> (&'static str, Vec<&str>) {
+    match deleted {
+        Some(d) if clean_before => {
+            let py: Vec<&str> = d
+                .iter()
+                .map(String::as_str)
+                .filter(|f| f.ends_with(".py") && !f.starts_with('/') && !f.split('/').any(|c| c == ".." || c.is_empty()))
+                .collect();
+            if py.len() <= MAX_LISTED_DELETIONS { ("listed", py) } else { ("full", Vec::new()) }
+        }
+        _ => ("full", Vec::new()),
     }
 }
 
@@ -933,6 +1053,17 @@ mod tests {
         assert!(holder_is_dead(&format!("pytest-cloud host={me} pid=4000000000 user=u"), &me));
         assert!(!holder_is_dead("pytest-cloud host=elsewhere pid=4000000000 user=u", &me), "another machine's pid says nothing");
         assert!(!holder_is_dead("", &me));
+    }
+
+    #[test]
+    fn the_clean_up_looks_only_at_deleted_modules_when_it_can_trust_the_list() {
+        let d: Vec<String> = ["a/old.py", "data.txt", "pkg/", "../x.py", "/abs.py", "m.py"].map(String::from).to_vec();
+        assert_eq!(cleanup_scope(true, Some(&d)), ("listed", vec!["a/old.py", "m.py"]));
+        assert_eq!(cleanup_scope(true, Some(&[])), ("listed", vec![]));
+        assert_eq!(cleanup_scope(false, Some(&d)).0, "full", "the last sync did not clean up after itself");
+        assert_eq!(cleanup_scope(true, None).0, "full", "rsync's list could not be read");
+        let many: Vec<String> = (0..=MAX_LISTED_DELETIONS).map(|i| format!("m{i}.py")).collect();
+        assert_eq!(cleanup_scope(true, Some(&many)), ("full", vec![]));
     }
 
     #[test]
