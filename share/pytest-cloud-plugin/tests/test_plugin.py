@@ -44,6 +44,20 @@ def test_runs_on_the_planned_workers(project, fake_binary):
     assert "fake-cloud: node1: 2 slots" in result.stderr.str()  # the binary's stderr passes through
 
 
+def test_timings_line_carries_the_binarys_phases_and_xdists(project, fake_binary):
+    result = project.runpytest_subprocess("tests", "--cloud-node=node1", "--cloud-timings",
+                                          "--cloud-connect-timeout=3")
+    result.assert_outcomes(passed=5, skipped=1)
+    assert fake_binary.calls()[0]["argv"][-1] == "--cloud-connect-timeout=3"
+    lines = [l for l in result.stderr.lines if l.startswith("pytest-cloud: timings ")]
+    assert len(lines) == 1, result.stderr.str()
+    import json
+    phases = json.loads(lines[0].split(" ", 2)[2])
+    assert phases["probe"] == 1, phases  # the binary's own phases come through
+    for phase in ("worker_start", "tests", "teardown", "total"):
+        assert isinstance(phases[phase], int), phases
+
+
 def test_user_choices_win(project, fake_binary):
     result = project.runpytest_subprocess(
         "tests", "--cloud-node=node1", "--dist", "loadfile", "--max-worker-restart", "7")

@@ -58,6 +58,8 @@ _VALUE_OPTIONS = [
      "ssh cipher for rsync [default: aes128-gcm@openssh.com]"),
     ("--cloud-ssh-config", "cloud_ssh_config", str,
      "ssh config file used for every ssh call [default: ssh's own]"),
+    ("--cloud-connect-timeout", "cloud_connect_timeout", int,
+     "ssh ConnectTimeout in seconds [default: 5]"),
 ]
 
 
@@ -71,6 +73,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="'NODE NODE ...'", help="space-separated nodes; repeatable")
     for option, dest, type_, help_ in _VALUE_OPTIONS:
         group.addoption(option, action="store", dest=dest, type=type_, default=None, help=help_)
+    group.addoption("--cloud-timings", action="store_true", dest="cloud_timings", default=False,
+                    help="print how long each phase took (probe, plan, sync, worker start, "
+                         "tests, teardown) as one JSON line on stderr")
     group.addoption("--cloud-binary", action="store", dest="cloud_binary", default=None,
                     metavar="PATH",
                     help=f"the pytest-cloud binary [default: ${BINARY_ENV}, else pytest-cloud on PATH]")
@@ -199,6 +204,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.maxworkerrestart is None and xdist.get("max_worker_restart") is not None:
         config.option.maxworkerrestart = str(xdist["max_worker_restart"])
     config.stash[_SESSION_KEY] = session
+    if config.getoption("cloud_timings"):
+        # The glue reads the binary's phases from here, as it does under the launcher.
+        os.environ[glue.TIMINGS_ENV] = json.dumps(session.get("timings_ms") or {})
+        config.add_cleanup(lambda: os.environ.pop(glue.TIMINGS_ENV, None))
     glue.activate(config, session["rootdir"])
 
 
