@@ -89,3 +89,58 @@ def test_inert_without_rootdir_env(pytester, monkeypatch):
         assert not config.pluginmanager.has_plugin("pytest-cloud-glue")
     finally:
         config._ensure_unconfigure()
+
+
+def test_gateways_are_made_all_at_once_and_handed_out_per_spec():
+    """Every ssh spec's gateway is being made at the same time (a barrier that only opens when
+    all of them are in makegateway at once), and xdist's later makegateway(spec) gets that
+    spec's own gateway, with its rinfo already fetched; other specs are made as before."""
+    import threading
+
+    class Spec:
+        def __init__(self, name, ssh=True):
+            self.name, self.ssh = name, ssh
+
+    class Gateway:
+        def __init__(self, spec):
+            self.spec, self.rinfo_calls = spec, 0
+
+        def _rinfo(self):
+            self.rinfo_calls += 1
+
+    specs = [Spec(f"w{i}") for i in range(4)]
+    barrier = threading.Barrier(len(specs), timeout=30)
+    made = []
+
+    class Group:
+        def makegateway(self, spec=None):
+            made.append(spec)
+            if spec in specs and len(made) <= len(specs):
+                barrier.wait()  # BrokenBarrierError if the specs were made one at a time
+            return Gateway(spec)
+
+    group = Group()
+    glue._connect_all_at_once(group, specs)
+    for spec in reversed(specs):  # any order, as xdist asks
+        gateway = group.makegateway(spec)
+        assert gateway.spec is spec and gateway.rinfo_calls == 1
+    spare = Spec("replacement")
+    assert group.makegateway(spare).spec is spare, "a spec not prepared is made on demand"
+    again = group.makegateway(specs[0])
+    assert again.spec is specs[0] and again.rinfo_calls == 0, "each prepared gateway is handed out once"
+    assert len(made) == len(specs) + 2
+
+
+def test_a_gateway_that_cannot_be_made_fails_where_xdist_asks_for_it():
+    class Spec:
+        ssh = True
+
+    class Group:
+        def makegateway(self, spec=None):
+            raise OSError("no route to node")
+
+    group = Group()
+    spec = Spec()
+    glue._connect_all_at_once(group, [spec])
+    with pytest.raises(OSError, match="no route"):
+        group.makegateway(spec)
