@@ -281,6 +281,11 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     if let Some(t) = opts.connect_timeout_s {
         settings.connect_timeout_s = t;
     }
+    // GNU parallel (sync's fan-out) takes 0.1-0.5 s of CPU to start: start it now, so that it
+    // is ready when the probe and the pre-flights are done. It runs nothing until sync
+    // feeds it a node that passed its pre-flight; if it cannot start, sync says why later.
+    let sync_opts = sync_options(opts);
+    let fanout = crate::cmd::sync::Fanout::start(&root, &settings, &nodes, &sync_opts).ok();
     let t = Instant::now();
     let pythons = vec![opts.python.clone().unwrap_or_else(|| "python3".into())];
     let deadline = std::time::Duration::from_secs(settings.connect_timeout_s + 15);
@@ -306,7 +311,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     }
 
     let t = Instant::now();
-    let synced = sync_for_launcher(&plan, opts)?;
+    let synced = sync_for_launcher(&plan, &sync_opts, fanout, quiet)?;
     timings.insert("sync".to_string(), t.elapsed().as_millis() as u64);
 
     let mut header = Vec::new();
@@ -355,8 +360,8 @@ pub struct Synced {
     pub document: serde_json::Value,
 }
 
-fn sync_for_launcher(plan: &Plan, opts: &CloudOptions) -> Result<Synced> {
-    use crate::cmd::sync::{SyncEvent, SyncOptions, sync_plan};
+fn sync_options(opts: &CloudOptions) -> crate::cmd::sync::SyncOptions {
+    use crate::cmd::sync::SyncOptions;
     let mut sync_opts = SyncOptions { develop_eggs: opts.develop_eggs.clone(), ..SyncOptions::default() };
     if let Some(bw) = opts.rsync_bandwidth_limit_kbps {
         sync_opts.bwlimit_kbps = bw;
@@ -368,13 +373,17 @@ fn sync_for_launcher(plan: &Plan, opts: &CloudOptions) -> Result<Synced> {
             c => Some(c.to_string()),
         };
     }
-    let quiet = opts.quiet;
+    sync_opts
+}
+
+fn sync_for_launcher(plan: &Plan, sync_opts: &crate::cmd::sync::SyncOptions, fanout: Option<crate::cmd::sync::Fanout>, quiet: bool) -> Result<Synced> {
+    use crate::cmd::sync::{SyncEvent, sync_plan_with};
     let progress = |e: &SyncEvent| match e {
         SyncEvent::Info(line) => say(quiet, format!("pytest-cloud: {line}")),
         SyncEvent::Waiting { node, holder } => say(quiet, format!("pytest-cloud: {node}: waiting for the lock held by {holder}")),
         _ => {}
     };
-    let doc = sync_plan(plan, &sync_opts, &progress)?;
+    let doc = sync_plan_with(plan, sync_opts, &progress, fanout)?;
     let document = serde_json::to_value(&doc).map_err(|e| Error::internal(format!("sync document: {e}")))?;
     Ok(Synced { nodes: doc.nodes.into_iter().map(|n| n.planned).collect(), dropped: doc.dropped, document })
 }

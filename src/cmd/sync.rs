@@ -16,8 +16,9 @@
 //!    the directory and its marker are made under the lock;
 //! 2. rsync, through one GNU parallel for all nodes, each node's status from the joblog;
 //!    `--delete` only ever runs inside a marked directory. parallel is started before the
-//!    pre-flights and reads one line per node on its stdin, written when that node passed
-//!    step 1, so its start-up (a perl program: 0.2-0.5 s) overlaps the pre-flights;
+//!    pre-flights (the launcher starts it even before the probe: [`Fanout`]) and reads one
+//!    line per node on its stdin, written when that node passed step 1, so its start-up (a
+//!    perl program: 0.1-0.5 s) overlaps the pre-flights;
 //! 3. one ssh round trip (`finish`): orphan bytecode removed (beside the files rsync reports
 //!    deleted), the editable `.pth` written, the synced interpreter checked, the lock released.
 //!
@@ -171,7 +172,6 @@ struct Local {
     venv: Option<LocalVenv>,
     /// Project-relative sys.path entries for the node's `.pth` ("" = root).
     editable: Vec<String>,
-    ignore_file: Option<PathBuf>,
     holder: String,
     hostname: String,
 }
@@ -212,6 +212,13 @@ impl NodeRun {
 /// Syncs the project to every node of the plan. Dropped nodes are records, not errors; an
 /// `Err` means nothing could be attempted (bad document, missing local tool, interrupt).
 pub fn sync_plan(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync)) -> Result<SyncDoc> {
+    sync_plan_with(plan, opts, progress, None)
+}
+
+/// [`sync_plan`] with a [`Fanout`] started earlier (by the launcher, before the probe). It is
+/// used when it was started for this very transfer (same project root, rsync options and
+/// filters); otherwise it is closed unused and a new one started, so it only ever saves time.
+pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync), fanout: Option<Fanout>) -> Result<SyncDoc> {
     let local = local_facts(plan, opts, progress)?;
     let mut runs = node_runs(plan)?;
     if !runs.is_empty() {
@@ -222,15 +229,15 @@ pub fn sync_plan(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent)
             r.drop_with(ErrorKind::NoRsync, "rsync is not installed on the node (the probe found none); install it there (Debian: apt-get install rsync)");
         }
     }
-    let dests: Vec<Destination> = runs.iter().map(|r| r.dest.clone()).collect();
-    let config = if runs.is_empty() { PathBuf::new() } else { ssh::write_config(&plan.inventory.ssh, &dests)? };
+    // The config of every node in the inventory, as the probe (and a Fanout) wrote it.
+    let config = if runs.is_empty() { PathBuf::new() } else { ssh::write_config(&plan.inventory.ssh, &inventory_destinations(plan)?)? };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(runs.len().clamp(1, 128))
         .build()
         .map_err(|e| Error::internal(format!("thread pool: {e}")))?;
     let ssh_deadline = Duration::from_secs(plan.inventory.ssh.connect_timeout_s + 60);
 
-    if let Err(e) = preflight_and_transfer(&mut runs, &pool, &config, &local, opts, ssh_deadline, progress) {
+    if let Err(e) = preflight_and_transfer(&mut runs, &pool, &config, &local, opts, ssh_deadline, progress, fanout) {
         // The pre-flights may have taken locks: give them back before saying why we stop.
         let _ = interrupted(&pool, &runs, &config, &local);
         return Err(e);
@@ -399,9 +406,7 @@ fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) +
         let shown: Vec<String> = editable.iter().map(|e| if e.is_empty() { ".".to_string() } else { e.clone() }).collect();
         info(format!("sync: nodes import editable sources from their synced copy of: {}", shown.join(", ")));
     }
-    let ignore = root.join(rsync::IGNORE_FILE);
-    let ignore_file = ignore.is_file().then_some(ignore);
-    if ignore_file.is_some() {
+    if root.join(rsync::IGNORE_FILE).is_file() {
         info(format!("sync: filter rules from {}", rsync::IGNORE_FILE));
     }
     let hostname = local_hostname();
@@ -412,7 +417,7 @@ fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) +
         project::local_user(),
         root.display()
     ));
-    Ok(Local { root, venv: venv.map(|v| v.0), editable, ignore_file, holder, hostname })
+    Ok(Local { root, venv: venv.map(|v| v.0), editable, holder, hostname })
 }
 
 fn one_line(s: &str) -> String {
@@ -465,6 +470,14 @@ fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
         });
     }
     Ok(runs)
+}
+
+fn inventory_destinations(plan: &Plan) -> Result<Vec<Destination>> {
+    plan.inventory
+        .nodes
+        .iter()
+        .map(|n| Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("the inventory's node {:?}: {m}", n.node))))
+        .collect()
 }
 
 /// rsync and GNU parallel must be here before any node is touched (exit 72 otherwise).
@@ -700,9 +713,136 @@ fn describe_holder(holder: &str) -> String {
     }
 }
 
-/// Pre-flight on every node still in the running, and rsync to each node that passed it,
-/// through one GNU parallel started first: its jobs are the lines written to its stdin, one
-/// per node as soon as that node's pre-flight took the lock.
+/// What a running GNU parallel was started for; a transfer can use it only if all is equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FanoutKey {
+    root: PathBuf,
+    rules: Vec<String>,
+    /// rsync's options but the filter file's path (which is the Fanout's own).
+    rsync_options: Vec<String>,
+    max_processes: Option<u32>,
+}
+
+impl FanoutKey {
+    fn new(root: &Path, config: &Path, opts: &SyncOptions) -> FanoutKey {
+        let ignore = root.join(rsync::IGNORE_FILE);
+        let ignore_file = ignore.is_file().then_some(ignore);
+        let spec = rsync::RsyncSpec {
+            rsh: ssh::rsync_rsh(config, opts.cipher.as_deref()),
+            bwlimit_kbps: opts.bwlimit_kbps,
+            progress: opts.live_progress,
+            filter_file: String::new(),
+            timeout_s: 120,
+        };
+        FanoutKey {
+            root: root.to_path_buf(),
+            rules: rsync::filter_rules(&opts.excludes, ignore_file.as_deref(), opts.include_git),
+            rsync_options: rsync::rsync_options(&spec),
+            max_processes: opts.max_processes,
+        }
+    }
+}
+
+/// GNU parallel running rsync, started before the nodes are ready for it: a perl program that
+/// takes 0.1-0.5 s to start, which this overlaps with the pre-flights (and, from the launcher,
+/// with the probe). Its jobs are lines on its stdin, one per node, written when that node
+/// passed its pre-flight (`{}` is the line, the destination); nothing reaches a node before.
+/// Dropped unused, it gets the end of its input and exits having run nothing.
+pub struct Fanout {
+    key: FanoutKey,
+    jobs: usize,
+    tmp: Option<tempfile::TempDir>,
+    joblog: PathBuf,
+    results: PathBuf,
+    /// The write end and, in job order (= parallel's sequence number), the runs' indexes.
+    feed: Mutex<(Option<std::io::PipeWriter>, Vec<usize>)>,
+    thread: Option<std::thread::JoinHandle<Result<crate::proc::Output>>>,
+}
+
+impl Fanout {
+    /// For the launcher: a Fanout for syncing the project at `root` to some of `nodes` (those
+    /// the probe and plan keep) with these ssh settings and options.
+    pub fn start(root: &Path, settings: &ssh::SshSettings, nodes: &[Destination], opts: &SyncOptions) -> Result<Fanout> {
+        let config = ssh::write_config(settings, nodes)?;
+        let jobs = opts.max_processes.map(|m| m as usize).unwrap_or(nodes.len()).min(nodes.len());
+        Fanout::start_with(FanoutKey::new(root, &config, opts), jobs)
+    }
+
+    fn start_with(key: FanoutKey, jobs: usize) -> Result<Fanout> {
+        check_local_tools()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("sync-")
+            .tempdir_in(ssh::runtime_dir()?)
+            .map_err(|e| Error::io("creating a temporary directory", e))?;
+        let filter_file = tmp.path().join("filters");
+        std::fs::write(&filter_file, key.rules.join("\n") + "\n").map_err(|e| Error::io(filter_file.display(), e))?;
+        let mut command = vec!["rsync".to_string()];
+        for o in &key.rsync_options {
+            command.push(if o.starts_with("--filter=. ") { format!("--filter=. {}", filter_file.display()) } else { o.clone() });
+        }
+        // The source is the working directory, so no local path passes through parallel's
+        // replacement strings.
+        command.extend(["./".to_string(), "{}".to_string()]);
+        let joblog = tmp.path().join("joblog");
+        let results = tmp.path().join("results");
+        let cmd = Cmd::new(rsync::parallel_argv(jobs, &joblog, &results, &command)).dir(&key.root);
+        let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe for GNU parallel", e))?;
+        let thread = std::thread::Builder::new()
+            .name("gnu-parallel".into())
+            .spawn(move || {
+                let mut forwarded = false;
+                let mut tick = |pids: &[u32]| {
+                    if interrupt::requested() && !forwarded {
+                        interrupt::forward(pids);
+                        forwarded = true;
+                    }
+                };
+                cmd.output_polling_from(reader, Duration::from_millis(50), &mut tick)
+            })
+            .map_err(|e| Error::internal(format!("starting a thread for GNU parallel: {e}")))?;
+        Ok(Fanout { key, jobs, tmp: Some(tmp), joblog, results, feed: Mutex::new((Some(writer), Vec::new())), thread: Some(thread) })
+    }
+
+    /// Queues run `index`'s rsync to `destination`; false when parallel no longer reads.
+    fn push(&self, index: usize, destination: &str) -> bool {
+        let mut f = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = f.0.as_mut().is_some_and(|w| w.write_all(format!("{destination}\n").as_bytes()).is_ok());
+        if ok {
+            f.1.push(index);
+        }
+        ok
+    }
+
+    /// Ends the input and waits for parallel, calling `poll` with the job order while it runs.
+    fn finish(&mut self, poll: &mut dyn FnMut(&[usize])) -> Result<(crate::proc::Output, Vec<usize>)> {
+        let order = {
+            let mut f = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+            f.0.take();
+            f.1.clone()
+        };
+        let thread = self.thread.take().ok_or_else(|| Error::internal("GNU parallel was already waited for"))?;
+        while !thread.is_finished() {
+            poll(&order);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = thread.join().unwrap_or_else(|_| Err(Error::internal("the thread running GNU parallel panicked")))?;
+        Ok((out, order))
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner()).0.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        drop(self.tmp.take());
+    }
+}
+
+/// Pre-flight on every node still in the running, and rsync through a [`Fanout`] to each node
+/// that passed it, as soon as it did.
+#[allow(clippy::too_many_arguments)]
 fn preflight_and_transfer(
     runs: &mut [NodeRun],
     pool: &rayon::ThreadPool,
@@ -711,93 +851,52 @@ fn preflight_and_transfer(
     opts: &SyncOptions,
     ssh_deadline: Duration,
     progress: &(dyn Fn(&SyncEvent) + Sync),
+    given: Option<Fanout>,
 ) -> Result<()> {
     let candidates = runs.iter().filter(|r| r.alive()).count();
     if candidates == 0 {
         return Ok(());
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("sync-")
-        .tempdir_in(ssh::runtime_dir()?)
-        .map_err(|e| Error::io("creating a temporary directory", e))?;
-    let filter_file = tmp.path().join("filters");
-    let rules = rsync::filter_rules(&opts.excludes, local.ignore_file.as_deref(), opts.include_git);
-    std::fs::write(&filter_file, rules.join("\n") + "\n").map_err(|e| Error::io(filter_file.display(), e))?;
-    let spec = rsync::RsyncSpec {
-        rsh: ssh::rsync_rsh(config, opts.cipher.as_deref()),
-        bwlimit_kbps: opts.bwlimit_kbps,
-        progress: opts.live_progress,
-        filter_file: filter_file.display().to_string(),
-        timeout_s: 120,
+    let key = FanoutKey::new(&local.root, config, opts);
+    let needed = opts.max_processes.map(|m| m as usize).unwrap_or(candidates).min(candidates);
+    let mut fanout = match given {
+        Some(f) if f.key == key && f.jobs >= needed => f,
+        other => {
+            drop(other);
+            Fanout::start_with(key, needed)?
+        }
     };
-    let mut command = vec!["rsync".to_string()];
-    command.extend(rsync::rsync_options(&spec));
-    // The source is the working directory, so no local path passes through parallel's
-    // replacement strings; `{}` is the job's line, the destination.
-    command.extend(["./".to_string(), "{}".to_string()]);
-    let joblog = tmp.path().join("joblog");
-    let results = tmp.path().join("results");
-    let jobs_at_once = opts.max_processes.map(|m| m as usize).unwrap_or(candidates).min(candidates);
-    let cmd = Cmd::new(rsync::parallel_argv(jobs_at_once, &joblog, &results, &command)).dir(&local.root);
-    let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe for GNU parallel", e))?;
-    // The write end and, in job order (= parallel's sequence number), the runs' indexes.
-    let feed: Mutex<(Option<std::io::PipeWriter>, Vec<usize>)> = Mutex::new((Some(writer), Vec::new()));
-    let labels: Vec<(String, String)> = runs.iter().map(|r| (r.planned.node.clone(), r.planned.remote_dir.clone())).collect();
-
-    let out = std::thread::scope(|scope| {
-        let feed = &feed;
-        let labels = &labels;
-        let results = &results;
-        let parallel = scope.spawn(move || {
-            let mut started: Vec<bool> = Vec::new();
-            let mut forwarded = false;
-            let mut poll = |pids: &[u32]| {
-                if interrupt::requested() && !forwarded {
-                    interrupt::forward(pids);
-                    forwarded = true;
-                }
-                let order = feed.lock().unwrap_or_else(|p| p.into_inner()).1.clone();
-                started.resize(order.len(), false);
-                for (k, &i) in order.iter().enumerate() {
-                    let (node, remote_dir) = (&labels[i].0, &labels[i].1);
-                    let dir = results.join((k + 1).to_string());
-                    if !started[k] && dir.exists() {
-                        started[k] = true;
-                        progress(&SyncEvent::Started { node, remote_dir });
-                    }
-                    if opts.live_progress && started[k] {
-                        if let Some(p) = std::fs::read(dir.join("stdout")).ok().and_then(|b| rsync::parse_progress(&String::from_utf8_lossy(&b))) {
-                            progress(&SyncEvent::Progress { node, progress: &p });
-                        }
-                    }
-                }
-            };
-            cmd.output_polling_from(reader, Duration::from_millis(100), &mut poll)
-        });
-        pool.install(|| {
-            use rayon::prelude::*;
-            runs.par_iter_mut().enumerate().filter(|(_, r)| r.alive()).for_each(|(i, r)| {
-                preflight(r, config, local, opts, ssh_deadline, progress);
-                if !r.alive() || !r.locked || interrupt::requested() {
-                    return;
-                }
-                let line = format!("{}:{}/\n", r.dest.ssh_target(), r.planned.remote_dir);
-                let mut f = feed.lock().unwrap_or_else(|p| p.into_inner());
+    pool.install(|| {
+        use rayon::prelude::*;
+        runs.par_iter_mut().enumerate().filter(|(_, r)| r.alive()).for_each(|(i, r)| {
+            preflight(r, config, local, opts, ssh_deadline, progress);
+            if r.alive() && r.locked && !interrupt::requested() {
                 // A failed write (parallel is gone) leaves the node out of the job order;
                 // it is dropped below with parallel's own words.
-                if let Some(w) = f.0.as_mut() {
-                    if w.write_all(line.as_bytes()).is_ok() {
-                        f.1.push(i);
-                    }
-                }
-            });
+                fanout.push(i, &format!("{}:{}/", r.dest.ssh_target(), r.planned.remote_dir));
+            }
         });
-        // End of input: parallel finishes the jobs it has and exits.
-        feed.lock().unwrap_or_else(|p| p.into_inner()).0.take();
-        parallel.join().unwrap_or_else(|_| Err(Error::internal("the thread running GNU parallel panicked")))
-    })?;
-
-    let order = std::mem::take(&mut feed.lock().unwrap_or_else(|p| p.into_inner()).1);
+    });
+    let results = fanout.results.clone();
+    let mut started: Vec<bool> = Vec::new();
+    let mut poll = |order: &[usize]| {
+        started.resize(order.len(), false);
+        for (k, &i) in order.iter().enumerate() {
+            let (node, remote_dir) = (&runs[i].planned.node, &runs[i].planned.remote_dir);
+            let dir = results.join((k + 1).to_string());
+            if !started[k] && dir.exists() {
+                started[k] = true;
+                progress(&SyncEvent::Started { node, remote_dir });
+            }
+            if opts.live_progress && started[k] {
+                if let Some(p) = std::fs::read(dir.join("stdout")).ok().and_then(|b| rsync::parse_progress(&String::from_utf8_lossy(&b))) {
+                    progress(&SyncEvent::Progress { node, progress: &p });
+                }
+            }
+        }
+    };
+    let (out, order) = fanout.finish(&mut poll)?;
+    let joblog = fanout.joblog.clone();
     let log = std::fs::read_to_string(&joblog).unwrap_or_default();
     let results_by_seq = rsync::parse_joblog(&log);
     let mut seq_of = vec![None; runs.len()];
@@ -1064,6 +1163,31 @@ mod tests {
         assert_eq!(cleanup_scope(true, None).0, "full", "rsync's list could not be read");
         let many: Vec<String> = (0..=MAX_LISTED_DELETIONS).map(|i| format!("m{i}.py")).collect();
         assert_eq!(cleanup_scope(true, Some(&many)), ("full", vec![]));
+    }
+
+    #[test]
+    fn a_fanout_started_from_the_command_line_fits_the_transfer_of_its_plan() {
+        // The launcher starts it from the nodes as given; sync later derives the ssh config
+        // from the inventory's spelling of the same nodes. Same config, same key: reused.
+        let given = ssh::parse_nodes(["node1 bob@h:2200 [fe80::1]:22 u@[::1] alias.example"]).unwrap();
+        let from_inventory: Vec<Destination> = given.iter().map(|d| Destination::parse(&d.key()).unwrap()).collect();
+        assert_eq!(from_inventory, given);
+        let settings = ssh::SshSettings::default();
+        let dir = Path::new("/run/pc");
+        assert_eq!(ssh::config_text(&settings, &given, dir), ssh::config_text(&settings, &from_inventory, dir));
+        let opts = SyncOptions::default();
+        let key = FanoutKey::new(Path::new("/p"), Path::new("/run/pc/cfg"), &opts);
+        assert_eq!(key, FanoutKey::new(Path::new("/p"), Path::new("/run/pc/cfg"), &opts));
+        // Anything that changes what rsync does makes a fresh one.
+        for other in [
+            FanoutKey::new(Path::new("/q"), Path::new("/run/pc/cfg"), &opts),
+            FanoutKey::new(Path::new("/p"), Path::new("/run/pc/cfg2"), &opts),
+            FanoutKey::new(Path::new("/p"), Path::new("/run/pc/cfg"), &SyncOptions { bwlimit_kbps: 0, ..SyncOptions::default() }),
+            FanoutKey::new(Path::new("/p"), Path::new("/run/pc/cfg"), &SyncOptions { excludes: vec!["*.log".into()], ..SyncOptions::default() }),
+            FanoutKey::new(Path::new("/p"), Path::new("/run/pc/cfg"), &SyncOptions { max_processes: Some(1), ..SyncOptions::default() }),
+        ] {
+            assert_ne!(key, other);
+        }
     }
 
     #[test]
