@@ -172,6 +172,23 @@ impl Default for SshSettings {
     }
 }
 
+impl SshSettings {
+    /// Applies what the user gave on the command line over settings read from a document:
+    /// the one place that decides how overrides combine (the config path made absolute, so a
+    /// saved document works from any directory).
+    pub fn override_with(&mut self, config_file: Option<&Path>, connect_timeout_s: Option<u64>, control_persist_s: Option<u64>) {
+        if let Some(c) = config_file {
+            self.config_file = Some(std::path::absolute(c).unwrap_or_else(|_| c.to_path_buf()));
+        }
+        if let Some(t) = connect_timeout_s {
+            self.connect_timeout_s = t;
+        }
+        if let Some(p) = control_persist_s {
+            self.control_persist_s = p;
+        }
+    }
+}
+
 /// A directory private to this local user for sockets and generated config files.
 pub fn runtime_dir() -> Result<PathBuf> {
     // ControlPath must stay under the 104-108 byte socket path limit, so a short base.

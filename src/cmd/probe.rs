@@ -90,15 +90,7 @@ pub fn nodes_in_command_line_order(m: &clap::ArgMatches) -> Vec<(bool, String)> 
 
 /// Command-line ssh options override those carried in a document.
 pub fn apply_ssh_args(settings: &mut SshSettings, a: &crate::cli::SshArgs) {
-    if let Some(c) = &a.ssh_config {
-        settings.config_file = Some(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
-    }
-    if let Some(t) = a.connect_timeout {
-        settings.connect_timeout_s = t;
-    }
-    if let Some(p) = a.control_persist {
-        settings.control_persist_s = p;
-    }
+    settings.override_with(a.ssh_config.as_deref(), a.connect_timeout, a.control_persist);
 }
 
 pub fn progress_line(r: &NodeReport) -> String {

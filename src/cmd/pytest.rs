@@ -275,12 +275,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     say(quiet, format!("pytest-cloud: project {} (virtualenv {}: {})", root.display(), venv.rel.display(), venv.why));
 
     let mut settings = SshSettings::default();
-    if let Some(c) = &opts.ssh_config {
-        settings.config_file = Some(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
-    }
-    if let Some(t) = opts.connect_timeout_s {
-        settings.connect_timeout_s = t;
-    }
+    settings.override_with(opts.ssh_config.as_deref(), opts.connect_timeout_s, None);
     // GNU parallel (sync's fan-out) takes 0.1-0.5 s of CPU to start: start it now, so that it
     // is ready when the probe and the pre-flights are done. It runs nothing until sync
     // feeds it a node that passed its pre-flight; if it cannot start, sync says why later.
