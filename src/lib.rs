@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod engine;
 pub mod error;
 pub mod interrupt;
 pub mod proc;

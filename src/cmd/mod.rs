@@ -1,12 +1,10 @@
 //! One module per subcommand, each the same shape: `run(args, out) -> Result<Outcome>`.
 
 pub mod completions;
-pub mod exec;
 pub mod man;
-pub mod plan;
-pub mod probe;
-pub mod pytest;
-pub mod sync;
+// The engines moved to `crate::engine`; these names stand in until the adapters are split out.
+pub use crate::engine::session as pytest;
+pub use crate::engine::{exec, plan, probe, sync};
 
 use crate::error::{Error, Result};
 use std::io::Write;

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const NODE_SCRIPT: &str = include_str!("../sync_node.sh");
+const NODE_SCRIPT: &str = include_str!("../../sync_node.sh");
 
 /// How `sync` runs; the launcher fills this in directly (no clap types).
 #[derive(Debug, Clone)]
@@ -101,7 +101,7 @@ pub enum SyncEvent<'a> {
 pub fn run(args: &SyncArgs, out: &mut dyn Write) -> Result<Outcome> {
     let doc = schema::read_stdin_document("plan")?;
     let mut plan = schema::plan_from(doc, "plan")?;
-    crate::cmd::probe::apply_ssh_args(&mut plan.inventory.ssh, &args.ssh);
+    crate::engine::probe::apply_ssh_args(&mut plan.inventory.ssh, &args.ssh);
     let cipher = match args.rsync_cipher.trim() {
         "" | "none" => None,
         c => Some(c.to_string()),
@@ -545,7 +545,7 @@ fn script_failure(out: &crate::proc::Output, kv: &[(String, String)]) -> Option<
         Status::TimedOut => Some((ErrorKind::Timeout, "the node did not answer in time; ssh was killed".into())),
         Status::Exited(255) => {
             let msg = out.stderr_trimmed();
-            Some((crate::cmd::probe::classify_ssh_error(&msg), msg))
+            Some((crate::engine::probe::classify_ssh_error(&msg), msg))
         }
         _ if get(kv, "sync_node_end").is_none() => Some((
             ErrorKind::SyncFailed,

@@ -67,7 +67,7 @@ pub fn report(plan: &Plan, quiet: bool) {
     if plan.nodes.is_empty() {
         eprintln!("pytest-cloud: error: none of the given nodes can run tests:");
         for d in &plan.dropped {
-            eprintln!("  {}: {} ({})", d.node, crate::cmd::probe::one_line(&d.message), d.error_kind.as_str());
+            eprintln!("  {}: {} ({})", d.node, crate::engine::probe::one_line(&d.message), d.error_kind.as_str());
         }
         return;
     }
@@ -75,7 +75,7 @@ pub fn report(plan: &Plan, quiet: bool) {
         say(quiet, format!("{}: {} slots in {}", n.node, n.slots, n.remote_dir));
     }
     for d in &plan.dropped {
-        say(quiet, format!("{}: dropped ({}: {})", d.node, d.error_kind.as_str(), crate::cmd::probe::one_line(&d.message)));
+        say(quiet, format!("{}: dropped ({}: {})", d.node, d.error_kind.as_str(), crate::engine::probe::one_line(&d.message)));
     }
 }
 
@@ -117,7 +117,7 @@ pub fn make_plan(inventory: &Inventory, options: PlanOptions, root: &Path) -> (P
             _ => {
                 let kind = report.error_kind.unwrap_or(ErrorKind::ProbeFailed);
                 let msg = report.message.clone().unwrap_or_else(|| "the probe failed".into());
-                explain.push(format!("{}: dropped by the probe ({}): {}", report.node, kind.as_str(), crate::cmd::probe::one_line(&msg)));
+                explain.push(format!("{}: dropped by the probe ({}): {}", report.node, kind.as_str(), crate::engine::probe::one_line(&msg)));
                 dropped.push(drop(kind, msg));
                 continue;
             }

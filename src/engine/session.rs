@@ -280,16 +280,16 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     // is ready when the probe and the pre-flights are done. It runs nothing until sync
     // feeds it a node that passed its pre-flight; if it cannot start, sync says why later.
     let sync_opts = sync_options(opts);
-    let fanout = crate::cmd::sync::Fanout::start(&root, &settings, &nodes, &sync_opts).ok();
+    let fanout = crate::engine::sync::Fanout::start(&root, &settings, &nodes, &sync_opts).ok();
     let t = Instant::now();
     let pythons = vec![opts.python.clone().unwrap_or_else(|| "python3".into())];
     let deadline = std::time::Duration::from_secs(settings.connect_timeout_s + 15);
-    let inventory = crate::cmd::probe::probe_nodes(&nodes, &settings, &pythons, deadline, &|_| {})?;
+    let inventory = crate::engine::probe::probe_nodes(&nodes, &settings, &pythons, deadline, &|_| {})?;
     timings.insert("probe".to_string(), t.elapsed().as_millis() as u64);
 
     let t = Instant::now();
     let venv_rel = venv.rel.clone();
-    let options = crate::cmd::plan::resolve_options(
+    let options = crate::engine::plan::resolve_options(
         &root,
         opts.mem_per_process_mb,
         opts.max_processes,
@@ -298,10 +298,10 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
         Some(&root.join(&venv_rel)),
         &inventory,
     )?;
-    let (plan, _) = crate::cmd::plan::make_plan(&inventory, options, &root);
+    let (plan, _) = crate::engine::plan::make_plan(&inventory, options, &root);
     timings.insert("plan".to_string(), t.elapsed().as_millis() as u64);
     if plan.nodes.is_empty() {
-        crate::cmd::plan::report(&plan, false);
+        crate::engine::plan::report(&plan, false);
         return Err(Error::new(Exit::NoNodes, "no node is left to run tests on"));
     }
 
@@ -314,7 +314,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
         header.push(format!("{}: {} slots ({})", n.node, n.slots, n.workers.join(" ")));
     }
     for d in &synced.dropped {
-        header.push(format!("{}: dropped at {} ({}: {})", d.node, d.stage, d.error_kind.as_str(), crate::cmd::probe::one_line(&d.message)));
+        header.push(format!("{}: dropped at {} ({}: {})", d.node, d.stage, d.error_kind.as_str(), crate::engine::probe::one_line(&d.message)));
     }
     for line in &header {
         say(quiet, format!("pytest-cloud: {line}"));
@@ -355,8 +355,8 @@ pub struct Synced {
     pub document: serde_json::Value,
 }
 
-fn sync_options(opts: &CloudOptions) -> crate::cmd::sync::SyncOptions {
-    use crate::cmd::sync::SyncOptions;
+fn sync_options(opts: &CloudOptions) -> crate::engine::sync::SyncOptions {
+    use crate::engine::sync::SyncOptions;
     let mut sync_opts = SyncOptions { develop_eggs: opts.develop_eggs.clone(), ..SyncOptions::default() };
     if let Some(bw) = opts.rsync_bandwidth_limit_kbps {
         sync_opts.bwlimit_kbps = bw;
@@ -371,8 +371,8 @@ fn sync_options(opts: &CloudOptions) -> crate::cmd::sync::SyncOptions {
     sync_opts
 }
 
-fn sync_for_launcher(plan: &Plan, sync_opts: &crate::cmd::sync::SyncOptions, fanout: Option<crate::cmd::sync::Fanout>, quiet: bool) -> Result<Synced> {
-    use crate::cmd::sync::{SyncEvent, sync_plan_with};
+fn sync_for_launcher(plan: &Plan, sync_opts: &crate::engine::sync::SyncOptions, fanout: Option<crate::engine::sync::Fanout>, quiet: bool) -> Result<Synced> {
+    use crate::engine::sync::{SyncEvent, sync_plan_with};
     let progress = |e: &SyncEvent| match e {
         SyncEvent::Info(line) => say(quiet, format!("pytest-cloud: {line}")),
         SyncEvent::Waiting { node, holder } => say(quiet, format!("pytest-cloud: {node}: waiting for the lock held by {holder}")),

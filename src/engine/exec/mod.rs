@@ -175,7 +175,7 @@ pub fn run(args: &ExecArgs, out: &mut dyn Write) -> Result<Outcome> {
             "the document has no node to run on (every node was dropped; its \"dropped\" list says why)",
         ));
     }
-    crate::cmd::probe::apply_ssh_args(&mut settings, &args.ssh);
+    crate::engine::probe::apply_ssh_args(&mut settings, &args.ssh);
     let marker = new_marker();
     let jobs = make_jobs(&nodes, per, &args.command, args.timeout.unwrap_or(0), &marker)?;
     for tool in ["parallel", "ssh"] {
