@@ -1,5 +1,5 @@
 # pytest-cloud node probe: POSIX sh, no Python packages needed. Arguments: interpreter names.
-# Prints key=value lines; the Rust side (src/cmd/probe.rs) interprets them. Never fails early:
+# Prints key=value lines; the Rust side (src/engine/probe.rs) interprets them. Never fails early:
 # whatever it cannot read it leaves out.
 echo "pytest_cloud_probe=1"
 os=$(uname -s 2>/dev/null)

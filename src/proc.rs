@@ -229,6 +229,14 @@ fn status_of(s: &std::process::ExitStatus) -> Status {
     }
 }
 
+/// The first executable `name` on PATH, as a spawn will find it, without running it.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
 /// How to get a tool we shell out to.
 pub fn install_hint(program: &str) -> &'static str {
     let base = program.rsplit('/').next().unwrap_or(program);

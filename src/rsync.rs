@@ -1,11 +1,9 @@
-//! rsync and GNU parallel, as `sync` drives them: the argv, the filter rules, and reading
-//! what they report. Pure functions, tested without processes.
+//! rsync as `sync` drives it: the argv, the filter rules, and reading what it reports. Pure
+//! functions, tested without processes.
 //!
-//! One rsync per node runs under `parallel --joblog`; each node's status is its own line of
-//! the joblog (parallel's exit status only counts failed jobs). Each job's stdout and stderr
-//! land in `--results DIR/{#}/` as it runs, which is where progress and `--stats` are read.
+//! One rsync per node runs under GNU parallel (`crate::parallel`); each job's stdout lands in
+//! `--results DIR/{#}/` as it runs, which is where progress and `--stats` are read.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The marker at the top of a node's target directory: written by pytest-cloud when it
@@ -87,54 +85,6 @@ pub fn rsync_options(spec: &RsyncSpec) -> Vec<String> {
     v.push("-e".into());
     v.push(spec.rsh.clone());
     v
-}
-
-/// `parallel` running `command` once per line of its standard input (`{}` is the line), with
-/// the per-job outcome in `joblog` and per-job output under `results/<seq>/`, `<seq>` being
-/// the line's number. `-q` keeps every word of `command` one argument through parallel's
-/// shell. Jobs read from a pipe start as their lines arrive, so parallel (a perl program
-/// that takes a few hundred milliseconds to start) is started before the nodes are ready.
-pub fn parallel_argv(jobs: usize, joblog: &Path, results: &Path, command: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "parallel".into(),
-        "--will-cite".into(),
-        "--jobs".into(),
-        jobs.max(1).to_string(),
-        "--joblog".into(),
-        joblog.display().to_string(),
-        "--results".into(),
-        format!("{}/{{#}}/", results.display()),
-        "-q".into(),
-    ];
-    v.extend(command.iter().cloned());
-    v
-}
-
-/// One line of parallel's joblog.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct JobResult {
-    pub exitval: i32,
-    pub signal: i32,
-    pub runtime_s: f64,
-}
-
-/// Parses the joblog TSV (`Seq Host Starttime JobRuntime Send Receive Exitval Signal Command`)
-/// into seq -> result. Lines that do not parse are skipped (a job that never ended has none).
-pub fn parse_joblog(text: &str) -> BTreeMap<usize, JobResult> {
-    let mut out = BTreeMap::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() < 8 {
-            continue;
-        }
-        let (Ok(seq), Ok(runtime_s), Ok(exitval), Ok(signal)) =
-            (f[0].trim().parse::<usize>(), f[3].trim().parse::<f64>(), f[6].trim().parse::<i32>(), f[7].trim().parse::<i32>())
-        else {
-            continue;
-        };
-        out.insert(seq, JobResult { exitval, signal, runtime_s });
-    }
-    out
 }
 
 /// What `--stats` says.
@@ -263,25 +213,6 @@ mod tests {
         assert!(o.contains(&"--info=progress2".into()));
         let e = o.iter().position(|x| x == "-e").unwrap();
         assert_eq!(o[e + 1], "ssh -F /c -c aes128-gcm@openssh.com");
-    }
-
-    #[test]
-    fn parallel_reads_jobs_from_a_file_and_logs_each() {
-        let v = parallel_argv(0, Path::new("/t/log"), Path::new("/t/res"), &["rsync".into(), "{}".into()]);
-        assert_eq!(v.join(" "), "parallel --will-cite --jobs 1 --joblog /t/log --results /t/res/{#}/ -q rsync {}");
-    }
-
-    #[test]
-    fn joblog_gives_each_jobs_own_status() {
-        let log = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n\
-            1\t:\t1795887952.258\t     3.034\t0\t17\t0\t0\trsync a\n\
-            3\t:\t1795887952.276\t     0.5\t0\t15\t23\t0\trsync c\n\
-            2\t:\t1795887952.276\t     0.1\t0\t0\t-1\t15\trsync b\n";
-        let j = parse_joblog(log);
-        assert_eq!(j.len(), 3);
-        assert_eq!(j[&1], JobResult { exitval: 0, signal: 0, runtime_s: 3.034 });
-        assert_eq!(j[&3].exitval, 23);
-        assert_eq!(j[&2].signal, 15);
     }
 
     #[test]

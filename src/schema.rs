@@ -220,6 +220,62 @@ pub struct SyncedNode {
     pub warning: Option<String>,
 }
 
+// ---------------------------------------------------------------------------------------
+// `exec` (src/engine/exec; share/doc/schema.md#exec): JSON Lines records, not documents
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRecord {
+    pub job: usize,
+    pub node: String,
+    pub slot: Option<u32>,
+    pub worker: Option<String>,
+    pub command: Vec<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_path: Option<String>,
+    pub stderr_path: Option<String>,
+}
+
+impl JobRecord {
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && self.error.is_none() && !self.timed_out
+    }
+}
+
+/// The last record of every exec (`{"type": "summary", "data": ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecSummary {
+    pub jobs: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub timed_out: usize,
+    pub elapsed_ms: u64,
+}
+
+/// The JSON Lines envelope, as ripgrep's `--json`: `{"type": ..., "data": ...}`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ExecRecord<'a> {
+    Job(&'a JobRecord),
+    Summary(&'a ExecSummary),
+}
+
+impl ExecRecord<'_> {
+    pub fn line(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("records always serialize");
+        s.push('\n');
+        s
+    }
+}
+
 /// Reads one document from stdin, refusing a terminal (which would hang) and empty input.
 pub fn read_stdin_document(what: &str) -> Result<Value> {
     let stdin = std::io::stdin();
@@ -326,5 +382,14 @@ mod tests {
     fn error_kinds_are_snake_case_strings() {
         assert_eq!(ErrorKind::HostKey.as_str(), "host_key");
         assert_eq!(ErrorKind::NoPython.as_str(), "no_python");
+    }
+
+    #[test]
+    fn records_use_the_ripgrep_envelope() {
+        let s = ExecSummary { jobs: 2, succeeded: 1, failed: 1, timed_out: 0, elapsed_ms: 9 };
+        assert_eq!(
+            ExecRecord::Summary(&s).line(),
+            "{\"type\":\"summary\",\"data\":{\"jobs\":2,\"succeeded\":1,\"failed\":1,\"timed_out\":0,\"elapsed_ms\":9}}\n"
+        );
     }
 }

@@ -1,5 +1,5 @@
 # pytest-cloud sync, node side: POSIX sh, read from stdin by `sh -s -- MODE ARGS...`.
-# Prints key=value lines that src/cmd/sync.rs reads; ends with sync_node_end=1 when it got
+# Prints key=value lines that src/engine/sync/node.rs reads; ends with sync_node_end=1 when it got
 # through. It never deletes outside DIR, and inside DIR only after seeing the marker.
 #
 #   preflight DIR LOCK HOLDER STALE_MIN BREAK_HOLDER BASE_PY WANT_VERSION MARKER_TEXT

@@ -33,7 +33,7 @@ pub fn run(args: &ManArgs, out: &mut dyn Write) -> Result<Outcome> {
 /// For man pages and completions only; parsing never sees these.
 pub fn documented_command() -> clap::Command {
     Cli::command().mut_subcommand("pytest", |mut sub| {
-        for &(name, takes_value, help) in crate::engine::session::OPTIONS {
+        for &(name, takes_value, help) in crate::cmd::pytest::OPTIONS {
             let long = name.trim_start_matches("--");
             let mut arg = clap::Arg::new(long).long(long).help(help);
             arg = if takes_value {
@@ -175,7 +175,7 @@ mod tests {
         let pages = pages().unwrap();
         let (_, roff) = pages.iter().find(|(n, _)| n == "pytest-cloud-pytest.1").unwrap();
         let roff = String::from_utf8_lossy(roff).replace("\\-", "-");
-        for (name, _, _) in crate::engine::session::OPTIONS {
+        for (name, _, _) in crate::cmd::pytest::OPTIONS {
             assert!(roff.contains(name), "{name} missing from pytest-cloud-pytest.1");
         }
     }

@@ -1,10 +1,17 @@
-//! One module per subcommand, each the same shape: `run(args, out) -> Result<Outcome>`.
+//! One module per subcommand, each the same shape: `run(args, out) -> Result<Outcome>`: read
+//! the arguments (clap types, `crate::cli`) and the input document, call the engine
+//! (`crate::engine`), write the output document. Nothing below this layer sees clap, and no
+//! subcommand calls another one's module: the launcher (`pytest`) calls the engines.
 
 pub mod completions;
+pub mod exec;
 pub mod man;
-// The engines moved to `crate::engine`; these names stand in until the adapters are split out.
-pub use crate::engine::session as pytest;
-pub use crate::engine::{exec, plan, probe, sync};
+pub mod plan;
+pub mod probe;
+pub mod pytest;
+pub mod sync;
+
+pub use crate::engine::say;
 
 use crate::error::{Error, Result};
 use std::io::Write;
@@ -14,9 +21,7 @@ pub fn emit(out: &mut dyn Write, text: &str) -> Result<()> {
     out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(|e| Error::io("writing stdout", e))
 }
 
-/// Progress and summaries go to stderr, never stdout.
-pub fn say(quiet: bool, line: impl AsRef<str>) {
-    if !quiet {
-        eprintln!("{}", line.as_ref());
-    }
+/// Command-line ssh options override those carried in a document.
+pub fn apply_ssh_args(settings: &mut crate::ssh::SshSettings, a: &crate::cli::SshArgs) {
+    settings.override_with(a.ssh_config.as_deref(), a.connect_timeout, a.control_persist);
 }

@@ -1,8 +1,5 @@
-//! `pytest-cloud plan`: decide how many test processes each node takes.
-//!
-//! Input: an `inventory` on stdin (or a later document carrying one). Output: a `plan`.
-//! Exit codes: 0 every node planned, 1 some dropped, 69 none left, 64 bad option,
-//! 65/66 bad or missing stdin document.
+//! The planner: how many test processes each node takes. Pure; the subcommand is
+//! `src/cmd/plan.rs`.
 //!
 //! The algorithm is a promise (same input and options, same bytes out):
 //! 1. a node the probe could not use is dropped with the probe's reason;
@@ -11,45 +8,13 @@
 //! 4. a node with 0 slots is dropped (`no_slots`, with the arithmetic);
 //! 5. worker ids are `<label>-<i>` for i in 0..slots, label = the node with characters other
 //!    than letters, digits, `.`, `-`, `_` replaced by `_`; nodes keep the inventory's order.
-//!
-//! Example: `pytest-cloud probe --node node1 | pytest-cloud plan --mem-per-process 500 --explain`
 
-use crate::cli::PlanArgs;
-use crate::cmd::{emit, say};
-use crate::error::{Error, Outcome, Result};
+use super::say;
+use crate::error::{Outcome, Result, one_line};
 use crate::project;
 use crate::schema::{self, Dropped, ErrorKind, Facts, Inventory, NodeStatus, Plan, PlanOptions, PlannedNode};
 use crate::ssh::Destination;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-
-pub fn run(args: &PlanArgs, out: &mut dyn Write) -> Result<Outcome> {
-    let doc = schema::read_stdin_document("inventory")?;
-    let inventory: Inventory = match schema::kind_of(&doc) {
-        "inventory" => schema::from_value(doc, "inventory")?,
-        "plan" | "sync" | "session" => schema::plan_from(doc, "inventory")?.inventory,
-        k => return Err(Error::bad_input(format!("plan reads an inventory document (from `pytest-cloud probe`), got kind {k:?}"))),
-    };
-    let root = project::project_root(args.source.as_deref())?;
-    let options = resolve_options(
-        &root,
-        args.mem_per_process,
-        args.max_processes,
-        args.python.clone(),
-        args.chdir.clone(),
-        args.virtualenv_path.as_deref(),
-        &inventory,
-    )?;
-    let (plan, explain) = make_plan(&inventory, options, &root);
-    if args.explain {
-        for line in &explain {
-            eprintln!("{line}");
-        }
-    }
-    emit(out, &schema::to_pretty(&plan))?;
-    report(&plan, args.quiet);
-    Ok(outcome(&plan))
-}
 
 /// The exit outcome of a stage that may drop nodes.
 pub fn outcome(plan: &Plan) -> Outcome {
@@ -67,7 +32,7 @@ pub fn report(plan: &Plan, quiet: bool) {
     if plan.nodes.is_empty() {
         eprintln!("pytest-cloud: error: none of the given nodes can run tests:");
         for d in &plan.dropped {
-            eprintln!("  {}: {} ({})", d.node, crate::engine::probe::one_line(&d.message), d.error_kind.as_str());
+            eprintln!("  {}: {} ({})", d.node, one_line(&d.message), d.error_kind.as_str());
         }
         return;
     }
@@ -75,7 +40,7 @@ pub fn report(plan: &Plan, quiet: bool) {
         say(quiet, format!("{}: {} slots in {}", n.node, n.slots, n.remote_dir));
     }
     for d in &plan.dropped {
-        say(quiet, format!("{}: dropped ({}: {})", d.node, d.error_kind.as_str(), crate::engine::probe::one_line(&d.message)));
+        say(quiet, format!("{}: dropped ({}: {})", d.node, d.error_kind.as_str(), one_line(&d.message)));
     }
 }
 
@@ -117,7 +82,7 @@ pub fn make_plan(inventory: &Inventory, options: PlanOptions, root: &Path) -> (P
             _ => {
                 let kind = report.error_kind.unwrap_or(ErrorKind::ProbeFailed);
                 let msg = report.message.clone().unwrap_or_else(|| "the probe failed".into());
-                explain.push(format!("{}: dropped by the probe ({}): {}", report.node, kind.as_str(), crate::engine::probe::one_line(&msg)));
+                explain.push(format!("{}: dropped by the probe ({}): {}", report.node, kind.as_str(), one_line(&msg)));
                 dropped.push(drop(kind, msg));
                 continue;
             }

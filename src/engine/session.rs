@@ -1,23 +1,9 @@
-//! `pytest-cloud pytest [--cloud-* options] [pytest args]`: the launcher.
-//!
-//! Runs probe -> plan -> sync in-process (the same functions as the subcommands), then
-//! replaces itself with the project's own pytest (`<venv>/bin/python -m pytest`) as the
-//! pytest-xdist controller, one `--tx` ssh worker per planned slot. Every argument that is not
-//! a `--cloud-*` option reaches pytest untouched, and pytest's exit code is the launcher's
-//! (signals and Ctrl-C go straight to pytest, because it *is* this process by then).
-//!
-//! Output: pytest's own report. A short header (nodes, slots, dropped nodes and why) goes to
-//! stderr. With `--cloud-prepare` nothing is run: a `session` document (the xdist arguments
-//! and the sync document) is printed on stdout instead, which is how the pytest plugin uses
-//! the binary.
-//! Exit codes: pytest's (0-5) once it runs; before that 64 usage, 69 no usable node,
-//! 72 missing tool, 75 a node's directory is locked.
-//!
-//! Example: `pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke`
+//! The launcher's engine: probe -> plan -> sync in-process (the same functions as the
+//! subcommands), then the session that points pytest-xdist at the synced nodes, and the
+//! controller's argv and environment. The subcommand is `src/cmd/pytest.rs`.
 
-use crate::cli::PytestArgs;
-use crate::cmd::{emit, say};
-use crate::error::{Error, Exit, Outcome, Result};
+use super::say;
+use crate::error::{Error, Exit, Outcome, Result, one_line};
 use crate::project;
 use crate::schema::{self, Plan, PlannedNode};
 use crate::ssh::{self, Destination, SshSettings};
@@ -52,115 +38,6 @@ pub struct CloudOptions {
     pub prepare: bool,
     pub quiet: bool,
     pub help: bool,
-}
-
-/// (name, takes a value, help). The one list the parser, `--cloud-help` and the docs share.
-pub const OPTIONS: &[(&str, bool, &str)] = &[
-    ("--cloud-node", true, "node to run tests on: [user@]host[:port] or an ssh alias; repeatable"),
-    ("--cloud-nodes", true, "space-separated nodes; repeatable"),
-    ("--cloud-python", true, "interpreter name on the nodes for the probe [default: python3]"),
-    ("--cloud-chdir", true, "directory on the nodes, relative to the remote home [default: pytest_<user>_<project>]"),
-    ("--cloud-virtualenv-path", true, "the project's virtualenv, inside the project [default: $VIRTUAL_ENV, .venv, venv]"),
-    ("--cloud-mem-per-process", true, "MiB one test process needs; caps processes per node"),
-    ("--cloud-max-processes", true, "at most this many processes per node"),
-    ("--cloud-rsync-bandwidth-limit", true, "KB/s per rsync process, 0 = unlimited [default: 5000]"),
-    ("--cloud-rsync-max-processes", true, "rsync processes at once [default: all nodes]"),
-    ("--cloud-rsync-cipher", true, "ssh cipher for rsync [default: aes128-gcm@openssh.com]"),
-    ("--cloud-ssh-config", true, "ssh config file for every ssh call [default: ssh's own]"),
-    ("--cloud-connect-timeout", true, "ssh ConnectTimeout in seconds [default: 5]"),
-    ("--cloud-develop-egg", true, "package directory inside the project to install in develop mode on the nodes; repeatable"),
-    ("--cloud-timings", false, "print how long each phase took (stderr)"),
-    ("--cloud-prepare", false, "probe, plan and sync, then print a session document instead of running pytest"),
-    ("--cloud-quiet", false, "no header or progress on stderr"),
-    ("--cloud-help", false, "this help"),
-];
-
-/// Splits the launcher's arguments into cloud options and pytest's arguments. Both
-/// `--opt=value` and `--opt value` work, as with pytest; `--` ends option scanning.
-pub fn split_args(args: &[String]) -> Result<(CloudOptions, Vec<String>)> {
-    let mut o = CloudOptions::default();
-    let mut rest = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        i += 1;
-        if a == "--" {
-            rest.extend(args[i - 1..].iter().cloned());
-            break;
-        }
-        if !a.starts_with("--cloud-") {
-            rest.push(a.clone());
-            continue;
-        }
-        let (name, inline) = match a.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (a.as_str(), None),
-        };
-        let Some(&(_, takes_value, _)) = OPTIONS.iter().find(|(n, _, _)| *n == name) else {
-            return Err(Error::usage(format!("unknown option {name}; see `pytest-cloud pytest --cloud-help`")));
-        };
-        let value = if takes_value {
-            match inline {
-                Some(v) => v,
-                None => {
-                    let v = args.get(i).cloned().ok_or_else(|| Error::usage(format!("{name} needs a value")))?;
-                    i += 1;
-                    v
-                }
-            }
-        } else {
-            if inline.is_some() {
-                return Err(Error::usage(format!("{name} takes no value")));
-            }
-            String::new()
-        };
-        let num = |v: &str| crate::cli::positive_u64(v).map_err(|m| Error::usage(format!("{name}: {m}")));
-        match name {
-            "--cloud-node" => {
-                if value.trim().contains(char::is_whitespace) {
-                    return Err(Error::usage(format!("invalid node: {value:?} contains spaces; use --cloud-nodes for a list")));
-                }
-                o.nodes.push(value)
-            }
-            "--cloud-nodes" => o.nodes.extend(value.split_whitespace().map(String::from)),
-            "--cloud-python" => o.python = Some(value),
-            "--cloud-chdir" => o.chdir = Some(value),
-            "--cloud-virtualenv-path" => o.virtualenv_path = Some(value.into()),
-            "--cloud-mem-per-process" => o.mem_per_process_mb = Some(num(&value)?),
-            "--cloud-max-processes" => o.max_processes = Some(crate::cli::positive_u32(&value).map_err(|m| Error::usage(format!("{name}: {m}")))?),
-            "--cloud-rsync-bandwidth-limit" => {
-                o.rsync_bandwidth_limit_kbps = Some(value.trim().parse().map_err(|_| Error::usage(format!("{name}: {value:?} is not a whole number of KB/s (0 = unlimited)")))?)
-            }
-            "--cloud-rsync-max-processes" => o.rsync_max_processes = Some(crate::cli::positive_u32(&value).map_err(|m| Error::usage(format!("{name}: {m}")))?),
-            "--cloud-rsync-cipher" => o.rsync_cipher = Some(value),
-            "--cloud-ssh-config" => o.ssh_config = Some(value.into()),
-            "--cloud-connect-timeout" => o.connect_timeout_s = Some(num(&value)?),
-            "--cloud-develop-egg" => o.develop_eggs.push(value.into()),
-            "--cloud-timings" => o.timings = true,
-            "--cloud-prepare" => o.prepare = true,
-            "--cloud-quiet" => o.quiet = true,
-            "--cloud-help" => o.help = true,
-            _ => unreachable!("every name in OPTIONS is matched"),
-        }
-    }
-    Ok((o, rest))
-}
-
-/// Refuses pytest arguments that would take the workers out of the plan's hands.
-pub fn check_pytest_args(args: &[String]) -> Result<()> {
-    for a in args.iter().take_while(|a| *a != "--") {
-        let name = a.split_once('=').map(|(n, _)| n).unwrap_or(a);
-        let bad = matches!(name, "-n" | "--numprocesses" | "--tx" | "--px" | "--rsyncdir")
-            || (a.starts_with("-n") && a.len() > 2 && a[2..].chars().all(|c| c.is_ascii_digit()))
-            || a == "-nauto";
-        if bad {
-            return Err(Error::usage(format!(
-                "{a}: pytest-cloud decides the workers from the plan; drop this option \
-                 (use --cloud-max-processes or --cloud-mem-per-process to size them)"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Whether the user chose a distribution mode (`--dist X`, `--dist=X`, `-d`).
@@ -226,34 +103,6 @@ pub struct Session {
     pub sync: serde_json::Value,
 }
 
-pub fn run(args: &PytestArgs, out: &mut dyn Write) -> Result<Outcome> {
-    let (opts, pytest_args) = split_args(&args.rest)?;
-    // Ctrl-C during probe/sync lets sync give its node locks back; once pytest is exec'd,
-    // signals are pytest's own again (exec resets handled signals to their defaults).
-    crate::interrupt::install();
-    if opts.help || pytest_args.is_empty() && opts.nodes.is_empty() || pytest_args == ["--help"] || pytest_args == ["-h"] {
-        print_help();
-        return Ok(Outcome::Complete);
-    }
-    check_pytest_args(&pytest_args)?;
-    let session = prepare(&opts, &pytest_args)?;
-    if opts.prepare {
-        emit(out, &schema::to_pretty(&session))?;
-        return Ok(Outcome::Complete);
-    }
-    exec_pytest(&session, &opts, &pytest_args)
-}
-
-fn print_help() {
-    println!("Usage: pytest-cloud pytest [--cloud-* options] [pytest arguments]\n");
-    println!("Runs pytest with pytest-xdist workers on the given ssh nodes. Cloud options:");
-    for (name, takes, help) in OPTIONS {
-        let n = if *takes { format!("{name}=VALUE") } else { name.to_string() };
-        println!("  {n:<36} {help}");
-    }
-    println!("\nEverything else goes to pytest unchanged. Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke");
-}
-
 /// probe -> plan -> sync, in-process. Returns the session that runs pytest.
 pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     let quiet = opts.quiet;
@@ -314,7 +163,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
         header.push(format!("{}: {} slots ({})", n.node, n.slots, n.workers.join(" ")));
     }
     for d in &synced.dropped {
-        header.push(format!("{}: dropped at {} ({}: {})", d.node, d.stage, d.error_kind.as_str(), crate::engine::probe::one_line(&d.message)));
+        header.push(format!("{}: dropped at {} ({}: {})", d.node, d.stage, d.error_kind.as_str(), one_line(&d.message)));
     }
     for line in &header {
         say(quiet, format!("pytest-cloud: {line}"));
@@ -416,7 +265,7 @@ pub fn controller_argv(session: &Session, pytest_args: &[String]) -> Vec<String>
     argv
 }
 
-fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String]) -> Result<Outcome> {
+pub fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String]) -> Result<Outcome> {
     use std::os::unix::process::CommandExt;
     let argv = controller_argv(session, pytest_args);
     let mut cmd = std::process::Command::new(&argv[0]);
@@ -451,35 +300,6 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn cloud_options_in_both_forms_and_the_rest_untouched() {
-        let (o, rest) = split_args(&s(&[
-            "tests/", "--cloud-node=a", "-k", "x or y", "--cloud-nodes", "b c", "--cloud-mem-per-process", "100",
-            "--cloud-rsync-bandwidth-limit=0", "--cloud-timings", "-x", "--", "--cloud-node=z",
-        ]))
-        .unwrap();
-        assert_eq!(o.nodes, ["a", "b", "c"]);
-        assert_eq!(o.mem_per_process_mb, Some(100));
-        assert_eq!(o.rsync_bandwidth_limit_kbps, Some(0));
-        assert!(o.timings);
-        assert_eq!(rest, s(&["tests/", "-k", "x or y", "-x", "--", "--cloud-node=z"]));
-    }
-
-    #[test]
-    fn bad_cloud_options_are_usage_errors() {
-        for bad in [&["--cloud-nodez=a"][..], &["--cloud-node"], &["--cloud-mem-per-process=0"], &["--cloud-max-processes=-1"], &["--cloud-timings=yes"], &["--cloud-node", "a b"]] {
-            assert_eq!(split_args(&s(bad)).unwrap_err().exit, Exit::Usage, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn worker_options_that_fight_the_plan_are_refused() {
-        for bad in ["-n", "-n4", "--numprocesses=3", "--tx=popen", "-nauto"] {
-            assert!(check_pytest_args(&s(&[bad])).is_err(), "{bad}");
-        }
-        assert!(check_pytest_args(&s(&["-k", "n4", "--", "-n4"])).is_ok());
     }
 
     #[test]

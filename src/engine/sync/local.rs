@@ -1,0 +1,168 @@
+//! What a sync checks on this machine before any node is touched: the source, the chdir, the
+//! filters, the cipher (`ssh -Q cipher`), the virtualenv and its editable installs, develop
+//! eggs, and that rsync and GNU parallel are here.
+
+use super::{SyncEvent, SyncOptions};
+use crate::error::{Error, Result};
+use crate::proc::Cmd;
+use crate::schema::Plan;
+use crate::{project, rsync, venv};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The local facts a sync needs, checked before any node is touched.
+pub(super) struct Local {
+    pub(super) root: PathBuf,
+    pub(super) venv: Option<LocalVenv>,
+    /// Project-relative sys.path entries for the node's `.pth` ("" = root).
+    pub(super) editable: Vec<String>,
+    pub(super) holder: String,
+    pub(super) hostname: String,
+}
+
+pub(super) struct LocalVenv {
+    pub(super) rel: String,
+    pub(super) base: venv::BaseInterpreter,
+    /// The `.pth` path relative to the project root.
+    pub(super) pth: Option<String>,
+}
+
+
+pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync)) -> Result<Local> {
+    let info = |s: String| progress(&SyncEvent::Info(s));
+    let root = match &opts.source {
+        Some(s) => {
+            let r = project::project_root(Some(s))?;
+            info(format!("sync: source {} (--source)", r.display()));
+            r
+        }
+        None => {
+            let r = PathBuf::from(&plan.source);
+            if !r.is_absolute() || !r.is_dir() {
+                return Err(Error::bad_input(format!(
+                    "the plan's source {:?} is not a directory here; run sync on the machine that made the plan, or pass --source DIR",
+                    plan.source
+                )));
+            }
+            info(format!("sync: source {} (the plan's project root)", r.display()));
+            r
+        }
+    };
+    // The chdir decides what `--delete` may touch: re-check what the document says.
+    project::validate_chdir(&plan.options.chdir)
+        .map_err(|e| Error::bad_input(format!("the plan's chdir is refused: {}", e.message)))?;
+    for e in &opts.excludes {
+        if e.contains(['\n', '\r']) || e.trim().is_empty() {
+            return Err(Error::usage(format!("--exclude {e:?}: a pattern is one non-empty line")));
+        }
+    }
+    if let Some(c) = &opts.cipher {
+        if !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '@' | '.' | '-' | '_' | ',')) {
+            return Err(Error::usage(format!("--rsync-cipher {c:?}: not a cipher name (see `ssh -Q cipher`)")));
+        }
+        // Caught here, a typo costs one message instead of one failed rsync per node.
+        if let Ok(out) = Cmd::new(["ssh", "-Q", "cipher"]).deadline(Duration::from_secs(5)).output() {
+            let known: Vec<String> = out.stdout_str().lines().map(|l| l.trim().to_string()).collect();
+            if out.status.success() && !known.is_empty() && !known.iter().any(|k| k == c) {
+                return Err(Error::usage(format!(
+                    "--rsync-cipher {c:?}: this ssh does not know it (`ssh -Q cipher` lists {}); use --rsync-cipher none for ssh's choice",
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+
+    let venv = match &plan.options.virtualenv_path {
+        None => {
+            info(format!("sync: no virtualenv in the project; the nodes run {}", plan.options.python));
+            None
+        }
+        Some(rel) => {
+            let rel_path = project::relative_inside(&root, Path::new(rel)).filter(|r| r == Path::new(rel)).ok_or_else(|| {
+                Error::bad_input(format!("the plan's virtualenv_path {rel:?} is not a directory inside {}", root.display()))
+            })?;
+            let abs = root.join(&rel_path);
+            if !abs.join("pyvenv.cfg").is_file() {
+                return Err(Error::bad_input(format!("the plan names the virtualenv {rel}, but {} has no pyvenv.cfg", abs.display())));
+            }
+            let base = venv::base_interpreter(&abs)?;
+            let site = venv::site_packages(&abs);
+            info(format!(
+                "sync: virtualenv {rel} synced with the project (Python {} from {}; each node needs that interpreter)",
+                base.version, base.path
+            ));
+            let pth = site.first().map(|s| format!("{rel}/{}/{}", s.display(), venv::EDITABLE_PTH));
+            Some((LocalVenv { rel: rel.clone(), base, pth }, abs, site))
+        }
+    };
+
+    let mut editable: Vec<String> = Vec::new();
+    let mut push = |rel: &Path| {
+        let s = rel.to_string_lossy().trim_end_matches('/').to_string();
+        if !editable.contains(&s) {
+            editable.push(s);
+        }
+    };
+    if let Some((v, abs, site)) = &venv {
+        for s in site {
+            for target in venv::editable_targets(&abs.join(s)) {
+                match venv::inside_or_root(&root, &target) {
+                    Some(rel) if rel.starts_with(&v.rel) => {}
+                    Some(rel) => push(&rel),
+                    None => info(format!(
+                        "sync: warning: the editable install at {} is outside the project root, so the nodes cannot import it from a synced copy",
+                        target.display()
+                    )),
+                }
+            }
+        }
+    }
+    let mut eggs: Vec<(PathBuf, String)> =
+        opts.develop_eggs.iter().map(|p| (p.clone(), format!("--develop-egg {}", p.display()))).collect();
+    eggs.extend(venv::ini_develop_eggs(&root).into_iter().map(|p| (root.join(&p), format!("ini cloud_develop_eggs {p}"))));
+    for (path, what) in &eggs {
+        if venv.is_none() {
+            return Err(Error::usage(format!("{what}: develop eggs are installed into the project's virtualenv, and the plan has none")));
+        }
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        let rel = venv::inside_or_root(&root, &abs)
+            .filter(|_| abs.is_dir())
+            .ok_or_else(|| Error::usage(format!("{what}: must be a directory inside the project root {}", root.display())))?;
+        push(&venv::develop_egg_import_root(&root, &rel));
+    }
+    if !editable.is_empty() {
+        let shown: Vec<String> = editable.iter().map(|e| if e.is_empty() { ".".to_string() } else { e.clone() }).collect();
+        info(format!("sync: nodes import editable sources from their synced copy of: {}", shown.join(", ")));
+    }
+    if root.join(rsync::IGNORE_FILE).is_file() {
+        info(format!("sync: filter rules from {}", rsync::IGNORE_FILE));
+    }
+    let hostname = local_hostname();
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let holder = no_controls(&format!(
+        "pytest-cloud host={hostname} pid={} user={} started_unix={started} source={}",
+        std::process::id(),
+        project::local_user(),
+        root.display()
+    ));
+    Ok(Local { root, venv: venv.map(|v| v.0), editable, holder, hostname })
+}
+
+pub(super) fn no_controls(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+pub(super) fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| Cmd::new(["uname", "-n"]).checked().ok().map(|o| o.stdout_str()))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// rsync and GNU parallel must be here before any node is touched (exit 72 otherwise).
+pub(super) fn check_local_tools() -> Result<()> {
+    Cmd::new(["rsync", "--version"]).output()?;
+    crate::parallel::check_installed()
+}

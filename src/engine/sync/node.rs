@@ -1,0 +1,380 @@
+//! The node side of a sync, one ssh round trip each (`src/sync_node.sh`): the pre-flight
+//! (interpreter, target directory, lock, with the wait for another run's lock), the clean-up
+//! after rsync (`finish`) and giving the locks back.
+
+use super::SyncEvent;
+use super::SyncOptions;
+use super::local::{Local, no_controls};
+use crate::error::{Error, Exit, Result};
+use crate::proc::{Cmd, Status};
+use crate::schema::{Dropped, ErrorKind, Facts, Plan, PlannedNode};
+use crate::ssh::{self, Destination};
+use crate::{interrupt, rsync};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub(super) const NODE_SCRIPT: &str = include_str!("../../sync_node.sh");
+
+/// Per planned node: where it goes and what happened.
+pub(super) struct NodeRun {
+    pub(super) planned: PlannedNode,
+    pub(super) dest: Destination,
+    pub(super) facts: Facts,
+    pub(super) lock: String,
+    pub(super) started: Instant,
+    pub(super) locked: bool,
+    /// The last sync into the directory ran its clean-up to the end (preflight's `clean=1`).
+    pub(super) clean_before: bool,
+    /// What rsync deleted there (None: unknown, so the clean-up sweeps the whole tree).
+    pub(super) deleted: Option<Vec<String>>,
+    pub(super) rsync: Option<(i32, rsync::Stats)>,
+    pub(super) warning: Option<String>,
+    pub(super) dropped: Option<Dropped>,
+}
+
+impl NodeRun {
+    pub(super) fn drop_with(&mut self, kind: ErrorKind, message: impl Into<String>) {
+        self.dropped = Some(Dropped { node: self.planned.node.clone(), stage: "sync".into(), error_kind: kind, message: message.into() });
+    }
+    pub(super) fn alive(&self) -> bool {
+        self.dropped.is_none()
+    }
+}
+
+/// Releases every lock we may hold (also on nodes whose pre-flight was cut short), then
+/// reports the interrupt.
+pub(super) fn interrupted(pool: &rayon::ThreadPool, runs: &[NodeRun], config: &Path, local: &Local) -> Error {
+    pool.install(|| {
+        use rayon::prelude::*;
+        runs.par_iter().filter(|r| r.facts.rsync_version.is_some()).for_each(|r| {
+            let _ = node_script(config, &r.dest, "release", &[&r.planned.remote_dir, &r.lock, &local.holder], Duration::from_secs(10));
+        });
+    });
+    Error::new(Exit::Interrupted, "interrupted; the node directories' locks were released (a node may hold a partial copy, which the next sync completes)")
+}
+
+/// Each planned node with its destination and facts; the remote directory is re-derived from
+/// the node's home and the chdir, never taken on trust.
+pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
+    let facts: BTreeMap<&str, &Facts> =
+        plan.inventory.nodes.iter().filter_map(|n| n.facts.as_ref().map(|f| (n.node.as_str(), f))).collect();
+    let mut runs = Vec::new();
+    for n in &plan.nodes {
+        let dest = Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("the plan's node {:?}: {m}", n.node)))?;
+        let f = facts
+            .get(n.node.as_str())
+            .ok_or_else(|| Error::bad_input(format!("the plan's node {} has no facts in its inventory", n.node)))?;
+        let home = f.home.trim_end_matches('/');
+        if !f.home.starts_with('/') || home.contains(['\n', '\r', '\0']) || Path::new(home).components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(Error::bad_input(format!("node {}: home {:?} is not an absolute path", n.node, f.home)));
+        }
+        let expected = format!("{home}/{}", plan.options.chdir);
+        if n.remote_dir != expected {
+            return Err(Error::bad_input(format!(
+                "node {}: remote_dir {:?} is not the node's home plus the chdir ({expected:?}); refusing to sync into it",
+                n.node, n.remote_dir
+            )));
+        }
+        runs.push(NodeRun {
+            planned: n.clone(),
+            dest,
+            facts: (*f).clone(),
+            lock: format!("{expected}.pytest-cloud-lock"),
+            started: Instant::now(),
+            locked: false,
+            clean_before: false,
+            deleted: None,
+            rsync: None,
+            warning: None,
+            dropped: None,
+        });
+    }
+    Ok(runs)
+}
+
+pub(super) fn inventory_destinations(plan: &Plan) -> Result<Vec<Destination>> {
+    plan.inventory
+        .nodes
+        .iter()
+        .map(|n| Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("the inventory's node {:?}: {m}", n.node))))
+        .collect()
+}
+
+/// Runs the node script in MODE with ARGS over ssh; returns its key=value lines (in order)
+/// and the output.
+pub(super) fn node_script(config: &Path, dest: &Destination, mode: &str, args: &[&str], deadline: Duration) -> Result<(Vec<(String, String)>, crate::proc::Output)> {
+    let mut words = vec!["sh", "-s", "--", mode];
+    words.extend_from_slice(args);
+    let argv = ssh::command_argv(config, dest, &ssh::remote_quote(&words));
+    let out = Cmd::new(argv).stdin(NODE_SCRIPT).deadline(deadline).output()?;
+    let kv = out
+        .stdout_str()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim_end().to_string())))
+        .collect();
+    Ok((kv, out))
+}
+
+pub(super) fn get<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Why a node script run failed, when it did not reach its end.
+pub(super) fn script_failure(out: &crate::proc::Output, kv: &[(String, String)]) -> Option<(ErrorKind, String)> {
+    match out.status {
+        Status::TimedOut => Some((ErrorKind::Timeout, "the node did not answer in time; ssh was killed".into())),
+        Status::Exited(255) => {
+            let msg = out.stderr_trimmed();
+            Some((crate::engine::probe::classify_ssh_error(&msg), msg))
+        }
+        _ if get(kv, "sync_node_end").is_none() => Some((
+            ErrorKind::SyncFailed,
+            format!("the node-side script stopped (exit {}): {}", out.status.shell_code(), out.stderr_trimmed()),
+        )),
+        _ => None,
+    }
+}
+
+pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &SyncOptions, deadline: Duration, progress: &(dyn Fn(&SyncEvent) + Sync)) {
+    r.started = Instant::now();
+    let (py, want) = match &local.venv {
+        Some(v) => (v.base.path.clone(), v.base.version.clone()),
+        None => (String::new(), String::new()),
+    };
+    let marker_text = no_controls(&format!(
+        "Made by pytest-cloud: mirrors {}:{}. Files not in the source are deleted here on every sync.",
+        local.hostname,
+        local.root.display()
+    ));
+    let stale_min = (opts.lock_stale.as_secs() / 60).max(1).to_string();
+    let mut break_holder = String::new();
+    let mut waited_for: Option<String> = None;
+    let wait_start = Instant::now();
+    loop {
+        let args = [r.planned.remote_dir.as_str(), &r.lock, &local.holder, &stale_min, &break_holder, &py, &want, &marker_text];
+        let (kv, out) = match node_script(config, &r.dest, "preflight", &args, deadline) {
+            Ok(x) => x,
+            Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
+        };
+        if let Some((kind, msg)) = script_failure(&out, &kv) {
+            return r.drop_with(kind, msg);
+        }
+        if let Some(found) = get(&kv, "python") {
+            if found == "missing" {
+                let others = node_pythons(&r.facts);
+                return r.drop_with(
+                    ErrorKind::PythonMismatch,
+                    format!(
+                        "the virtualenv {} needs Python {} at {} ({}), and the node has no {}{others}; \
+                         install that interpreter on the node or make the venv from one the nodes have",
+                        venv_name(local), want, py, venv_from(local), py
+                    ),
+                );
+            }
+            if found != want {
+                return r.drop_with(
+                    ErrorKind::PythonMismatch,
+                    format!(
+                        "the virtualenv {} needs Python {} at {} ({}), but the node's {} is {}; \
+                         use the same Python version here and on the nodes",
+                        venv_name(local), want, py, venv_from(local), py, found
+                    ),
+                );
+            }
+        }
+        if get(&kv, "rsync") == Some("missing") {
+            return r.drop_with(ErrorKind::NoRsync, "rsync is not installed on the node; install it there (Debian: apt-get install rsync)");
+        }
+        if let Some(state) = get(&kv, "target").filter(|s| !matches!(*s, "created" | "marked")) {
+            let what = match state {
+                "notdir" => "exists and is not a directory".to_string(),
+                "unreadable" => "exists and cannot be listed".to_string(),
+                _ => format!("exists, is not empty ({}...) and has no {} marker", get(&kv, "target_sample").unwrap_or("").trim(), rsync::MARKER),
+            };
+            return r.drop_with(
+                ErrorKind::UnsafeTarget,
+                format!(
+                    "{} {what}, so pytest-cloud will not mirror into it (that deletes files it does not know); \
+                     it was left untouched. Pick another --chdir, or empty it if it is yours to lose",
+                    r.planned.remote_dir
+                ),
+            );
+        }
+        if let Some(e) = get(&kv, "error") {
+            let stderr = out.stderr_trimmed();
+            return r.drop_with(ErrorKind::SyncFailed, if stderr.is_empty() { e.to_string() } else { format!("{e}: {stderr}") });
+        }
+        match get(&kv, "lock") {
+            Some("acquired") => {
+                r.locked = true;
+                r.clean_before = get(&kv, "clean") == Some("1");
+                return;
+            }
+            Some("held") => {
+                let holder = get(&kv, "lock_holder").unwrap_or("").to_string();
+                let stale = get(&kv, "lock_stale") == Some("1") || holder_is_dead(&holder, &local.hostname);
+                if stale && break_holder != holder {
+                    // Taken over on the next round trip, only if the holder is still the same.
+                    break_holder = holder;
+                    continue;
+                }
+                if waited_for.as_deref() != Some(holder.as_str()) {
+                    progress(&SyncEvent::Waiting { node: &r.planned.node, holder: &holder });
+                    waited_for = Some(holder.clone());
+                }
+                if wait_start.elapsed() >= opts.lock_wait || interrupt::requested() {
+                    return r.drop_with(
+                        ErrorKind::Locked,
+                        format!(
+                            "{} is locked by another run ({}); waited {} s. If that run is gone, remove {} on the node \
+                             (a lock older than {} min is taken over)",
+                            r.planned.remote_dir,
+                            describe_holder(&holder),
+                            wait_start.elapsed().as_secs(),
+                            r.lock,
+                            opts.lock_stale.as_secs() / 60
+                        ),
+                    );
+                }
+                sleep_unless_interrupted(Duration::from_millis(500));
+            }
+            _ => {
+                return r.drop_with(ErrorKind::SyncFailed, format!("the node-side check printed no lock state: {}", out.stderr_trimmed()));
+            }
+        }
+    }
+}
+
+pub(super) fn sleep_unless_interrupted(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !interrupt::requested() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub(super) fn venv_name(local: &Local) -> &str {
+    local.venv.as_ref().map(|v| v.rel.as_str()).unwrap_or("")
+}
+
+pub(super) fn venv_from(local: &Local) -> String {
+    local.venv.as_ref().map(|v| format!("{}/pyvenv.cfg; {}", v.rel, v.base.from)).unwrap_or_default()
+}
+
+pub(super) fn node_pythons(f: &Facts) -> String {
+    if f.pythons.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = f.pythons.values().map(|p| format!("{} ({})", p.path, p.version)).collect();
+    format!(" (it has {})", list.join(", "))
+}
+
+/// A holder on this very machine whose process is gone left its lock behind (Ctrl-C'd
+/// twice, killed): take it over at once instead of waiting for it to go stale.
+pub(super) fn holder_is_dead(holder: &str, hostname: &str) -> bool {
+    let field = |k: &str| holder.split_whitespace().find_map(|w| w.strip_prefix(k));
+    match (field("host="), field("pid=").and_then(|p| p.parse::<u32>().ok())) {
+        (Some(h), Some(pid)) if h == hostname && Path::new("/proc/self").exists() => !Path::new(&format!("/proc/{pid}")).exists(),
+        _ => false,
+    }
+}
+
+pub(super) fn describe_holder(holder: &str) -> String {
+    if holder.trim().is_empty() {
+        return "holder unknown".into();
+    }
+    let age = holder
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("started_unix="))
+        .and_then(|s| s.parse::<u64>().ok())
+        .and_then(|t| SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|now| now.as_secs().saturating_sub(t)));
+    match age {
+        Some(a) => format!("{}, started {a} s ago", holder.trim()),
+        None => holder.trim().to_string(),
+    }
+}
+
+/// After rsync: orphan bytecode, the editable `.pth`, a check that the synced interpreter
+/// runs with those paths, and the lock released (also for nodes whose rsync failed).
+pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Duration) {
+    let dir = r.planned.remote_dir.clone();
+    if !r.alive() {
+        let _ = node_script(config, &r.dest, "release", &[&dir, &r.lock, &local.holder], deadline);
+        return;
+    }
+    let (pth, python) = match &local.venv {
+        Some(v) => (v.pth.clone().unwrap_or_default(), format!("{dir}/{}/bin/python", v.rel)),
+        None => (String::new(), String::new()),
+    };
+    let entries: Vec<String> =
+        local.editable.iter().map(|e| if e.is_empty() { dir.clone() } else { format!("{dir}/{e}") }).collect();
+    let (sweep, deleted_py) = cleanup_scope(r.clean_before, r.deleted.as_deref());
+    let count = deleted_py.len().to_string();
+    let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python, sweep, &count];
+    args.extend(deleted_py.iter().copied());
+    args.extend(entries.iter().map(String::as_str));
+    let (kv, out) = match node_script(config, &r.dest, "finish", &args, deadline) {
+        Ok(x) => x,
+        Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
+    };
+    if let Some((kind, msg)) = script_failure(&out, &kv) {
+        return r.drop_with(kind, format!("after rsync: {msg}"));
+    }
+    if let Some(e) = get(&kv, "error") {
+        return r.drop_with(ErrorKind::SyncFailed, format!("after rsync: {e}: {}", out.stderr_trimmed()));
+    }
+    if get(&kv, "venv") == Some("failed") {
+        let msg: Vec<&str> = kv.iter().filter(|(k, _)| k == "venv_message").map(|(_, v)| v.as_str()).collect();
+        let kind = if entries.is_empty() { ErrorKind::PythonMismatch } else { ErrorKind::DevelopFailed };
+        r.drop_with(kind, format!("the synced interpreter {python} does not work on the node: {}", msg.join(" / ")));
+    }
+}
+
+/// More deleted modules than this and the clean-up sweeps the tree instead of taking them
+/// as arguments (one command line).
+pub(super) const MAX_LISTED_DELETIONS: usize = 500;
+
+/// How the clean-up after rsync finds orphan bytecode: `"listed"` with the deleted `.py`
+/// files (relative to the target) when the list is known to be complete, else `"full"`. The
+/// list is complete when rsync's output was read and the previous sync cleaned up after
+/// itself (an interrupted one may have deleted modules whose bytecode is still there).
+pub(super) fn cleanup_scope(clean_before: bool, deleted: Option<&[String]>) -> (&'static str, Vec<&str>) {
+    match deleted {
+        Some(d) if clean_before => {
+            let py: Vec<&str> = d
+                .iter()
+                .map(String::as_str)
+                .filter(|f| f.ends_with(".py") && !f.starts_with('/') && !f.split('/').any(|c| c == ".." || c.is_empty()))
+                .collect();
+            if py.len() <= MAX_LISTED_DELETIONS { ("listed", py) } else { ("full", Vec::new()) }
+        }
+        _ => ("full", Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::local::local_hostname;
+    use super::*;
+
+    #[test]
+    fn dead_local_holders_are_recognised() {
+        let me = local_hostname();
+        let alive = format!("pytest-cloud host={me} pid={} user=u started_unix=1 source=/p", std::process::id());
+        assert!(!holder_is_dead(&alive, &me));
+        assert!(holder_is_dead(&format!("pytest-cloud host={me} pid=4000000000 user=u"), &me));
+        assert!(!holder_is_dead("pytest-cloud host=elsewhere pid=4000000000 user=u", &me), "another machine's pid says nothing");
+        assert!(!holder_is_dead("", &me));
+    }
+
+    #[test]
+    fn the_clean_up_looks_only_at_deleted_modules_when_it_can_trust_the_list() {
+        let d: Vec<String> = ["a/old.py", "data.txt", "pkg/", "../x.py", "/abs.py", "m.py"].map(String::from).to_vec();
+        assert_eq!(cleanup_scope(true, Some(&d)), ("listed", vec!["a/old.py", "m.py"]));
+        assert_eq!(cleanup_scope(true, Some(&[])), ("listed", vec![]));
+        assert_eq!(cleanup_scope(false, Some(&d)).0, "full", "the last sync did not clean up after itself");
+        assert_eq!(cleanup_scope(true, None).0, "full", "rsync's list could not be read");
+        let many: Vec<String> = (0..=MAX_LISTED_DELETIONS).map(|i| format!("m{i}.py")).collect();
+        assert_eq!(cleanup_scope(true, Some(&many)), ("full", vec![]));
+    }
+}
