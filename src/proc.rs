@@ -254,7 +254,15 @@ pub fn trim_message(s: &str) -> String {
     let lines: Vec<&str> = s.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
     let tail = if lines.len() > 6 { &lines[lines.len() - 6..] } else { &lines[..] };
     let joined = tail.join("\n");
-    if joined.len() > 2000 { joined[joined.len() - 2000..].to_string() } else { joined }
+    if joined.len() <= 2000 {
+        return joined;
+    }
+    // The last 2,000 bytes, starting on a character: a byte offset can fall inside one.
+    let mut start = joined.len() - 2000;
+    while !joined.is_char_boundary(start) {
+        start += 1;
+    }
+    joined[start..].to_string()
 }
 
 #[cfg(test)]
@@ -306,6 +314,18 @@ mod tests {
         feeder.join().unwrap();
         assert_eq!(out.stdout, b"one\ntwo\n");
         assert!(out.status.success());
+    }
+
+    #[test]
+    fn a_long_message_is_cut_at_a_character_boundary() {
+        // 2,001 bytes: the cut 2,000 bytes from the end falls inside the first 'é'.
+        let msg = format!("é{}", "x".repeat(1999));
+        let trimmed = trim_message(&msg);
+        assert_eq!(trimmed, "x".repeat(1999), "the partial character is dropped, the rest kept");
+        let all_wide = "€".repeat(1000); // 3,000 bytes on one line
+        let trimmed = trim_message(&all_wide);
+        assert!(trimmed.len() <= 2000 && trimmed.chars().all(|c| c == '€'), "{}", trimmed.len());
+        assert_eq!(trimmed.len(), 1998);
     }
 
     #[test]
