@@ -38,18 +38,16 @@ pub struct Spec {
     pub results: Option<PathBuf>,
     /// parallel's own `--timeout` in seconds.
     pub timeout_s: Option<u64>,
-    /// Ignore `~/.parallel/config` and `$PARALLEL` (`--plain`).
-    pub plain: bool,
     pub jobs: Jobs,
 }
 
 /// The argv of [`Spec`].
 pub fn argv(spec: &Spec) -> Vec<String> {
-    let mut v: Vec<String> = vec!["parallel".into()];
-    if spec.plain {
-        v.push("--plain".into());
-    }
-    v.push("--will-cite".into());
+    // `--plain`: the user's `~/.parallel/config` (and /etc/parallel/config, ~/.parallelrc,
+    // $PARALLEL_HOME/config, `$PARALLEL`) must not change what we run: `--dry-run`, `--bar`
+    // or `-j` there broke sync (GNU parallel 20221122, `read_options`). `--will-cite` keeps
+    // the citation notice silent.
+    let mut v: Vec<String> = vec!["parallel".into(), "--plain".into(), "--will-cite".into()];
     if matches!(spec.jobs, Jobs::CommandFile(_)) {
         v.push("--null".into());
     }
@@ -73,14 +71,11 @@ pub fn argv(spec: &Spec) -> Vec<String> {
     v
 }
 
-/// The command for [`Spec`], run in `dir`.
+/// The command for [`Spec`], run in `dir`. Its jobs run under `/bin/sh` whatever the user's
+/// `PARALLEL_SHELL` or login shell: exec's command lines are POSIX sh, and sync's quoted words
+/// (`-q`) are quoted for it.
 pub fn command(spec: &Spec, dir: &Path) -> Cmd {
-    let cmd = Cmd::new(argv(spec)).dir(dir);
-    match spec.jobs {
-        // The command lines are POSIX sh, whatever the user's login shell is.
-        Jobs::CommandFile(_) => cmd.env("PARALLEL_SHELL", "/bin/sh"),
-        Jobs::Template(_) => cmd,
-    }
+    Cmd::new(argv(spec)).dir(dir).env("PARALLEL_SHELL", "/bin/sh")
 }
 
 /// GNU parallel running on its own thread. On an interrupt (Ctrl-C, see [`interrupt`]) the
@@ -234,11 +229,10 @@ mod tests {
             joblog: "/t/log".into(),
             results: Some("/t/res".into()),
             timeout_s: None,
-            plain: false,
             jobs: Jobs::Template(vec!["rsync".into(), "{}".into()]),
         };
-        assert_eq!(argv(&spec).join(" "), "parallel --will-cite --jobs 1 --joblog /t/log --results /t/res/{#}/ -q rsync {}");
-        let spec = Spec { jobs_at_once: 3, results: None, timeout_s: Some(20), plain: true, jobs: Jobs::CommandFile("/t/jobs".into()), ..spec };
+        assert_eq!(argv(&spec).join(" "), "parallel --plain --will-cite --jobs 1 --joblog /t/log --results /t/res/{#}/ -q rsync {}");
+        let spec = Spec { jobs_at_once: 3, results: None, timeout_s: Some(20), jobs: Jobs::CommandFile("/t/jobs".into()), ..spec };
         assert_eq!(
             argv(&spec).join(" "),
             "parallel --plain --will-cite --null --jobs 3 --joblog /t/log --results {#}/ --timeout 20 -a /t/jobs"

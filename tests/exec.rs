@@ -475,3 +475,31 @@ fn missing_parallel_is_exit_72_naming_it() {
                 .and(predicate::str::contains("apt-get install parallel")),
         );
 }
+
+#[test]
+fn the_users_gnu_parallel_settings_do_not_change_what_exec_does() {
+    let f = setup(1);
+    let home = tempfile::Builder::new().prefix("pc-home-").tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".parallel")).unwrap();
+    std::fs::write(home.path().join(".parallel/config"), "--dry-run\n").unwrap();
+    let cases: [(&str, &str, &std::ffi::OsStr); 3] = [
+        ("PARALLEL=--dry-run", "PARALLEL", "--dry-run".as_ref()),
+        ("--dry-run in ~/.parallel/config", "HOME", home.path().as_os_str()),
+        ("PARALLEL_SHELL=/bin/false", "PARALLEL_SHELL", "/bin/false".as_ref()),
+    ];
+    for (how, key, value) in cases {
+        let out = bin()
+            .args(["exec", "--per", "slot", "--", "sh", "-c", "echo {worker}"])
+            .env("PYTEST_CLOUD_RUNTIME_DIR", f.runtime.path())
+            .env(key, value)
+            .write_stdin(serde_json::to_vec(&f.plan).unwrap())
+            .output()
+            .unwrap();
+        let (jobs, summary) = parse_records(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "with {how}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(summary["succeeded"], 2, "with {how}");
+        let mut tails: Vec<&str> = jobs.iter().map(|j| j["stdout_tail"].as_str().unwrap()).collect();
+        tails.sort();
+        assert_eq!(tails, ["node1-0\n", "node1-1\n"], "with {how}: the commands ran, not only printed");
+    }
+}

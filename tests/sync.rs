@@ -126,8 +126,15 @@ struct Synced {
 }
 
 fn sync(input: &str, args: &[&str]) -> Synced {
+    sync_with_env(input, args, &[])
+}
+
+fn sync_with_env(input: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Synced {
     let mut cmd = Command::new(bin());
     cmd.arg("sync").args(args).env_remove("VIRTUAL_ENV");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let out = pipe(&mut cmd, input.as_bytes());
     let stdout = text(&out.stdout);
     Synced {
@@ -526,4 +533,30 @@ fn an_unknown_cipher_is_a_usage_error_before_any_node_is_touched() {
     assert_eq!(s.code, 64, "{}", s.stderr);
     assert!(s.stderr.contains("--rsync-cipher \"nosuch-cipher\"") && s.stderr.contains("aes128-gcm@openssh.com"), "{}", s.stderr);
     assert!(s.stdout.is_empty());
+}
+
+/// A home whose `~/.parallel/config` holds `line`, as a user's GNU parallel configuration.
+pub fn home_with_parallel_config(line: &str) -> tempfile::TempDir {
+    let home = tempfile::Builder::new().prefix("pc-home-").tempdir().unwrap();
+    write(&home.path().join(".parallel/config"), &format!("{line}\n"));
+    home
+}
+
+#[test]
+fn the_users_gnu_parallel_settings_do_not_change_what_sync_does() {
+    let cluster = Cluster::up(1);
+    let project = Project::new(false);
+    let home = home_with_parallel_config("--dry-run");
+    let cases: [(&str, Vec<(&str, &std::ffi::OsStr)>); 3] = [
+        ("PARALLEL=--dry-run", vec![("PARALLEL", "--dry-run".as_ref())]),
+        ("--dry-run in ~/.parallel/config", vec![("HOME", home.path().as_os_str())]),
+        ("PARALLEL_SHELL=/bin/false", vec![("PARALLEL_SHELL", "/bin/false".as_ref())]),
+    ];
+    for (i, (how, env)) in cases.iter().enumerate() {
+        let plan = plan(&cluster, &project, "node1", &format!("pc_parallel_env_{i}"));
+        let s = sync_with_env(&plan, &["--rsync-bandwidth-limit", "0"], env);
+        assert_eq!(s.code, 0, "with {how}: {}{}", s.stderr, s.stdout);
+        let dir = remote_dir(&s.doc, "node1");
+        assert!(exists_on_node(&cluster, "node1", &format!("{dir}/src/mypkg/keep.py")), "with {how}, the project reached the node");
+    }
 }

@@ -179,7 +179,6 @@ fn run_all_inner(
         // braces in its path is not taken for replacement strings.
         results: None,
         timeout_s: o.timeout_s.map(|t| t + settings.connect_timeout_s + 10),
-        plain: true,
         jobs: parallel::Jobs::CommandFile(input),
     };
     let cmd = parallel::command(&spec, &results);

@@ -90,7 +90,6 @@ impl Fanout {
             joblog: joblog.clone(),
             results: Some(results.clone()),
             timeout_s: None,
-            plain: false,
             jobs: parallel::Jobs::Template(command),
         };
         let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe for GNU parallel", e))?;
