@@ -12,6 +12,8 @@
 //!   saved document restarts the pipeline.
 //!
 //! Changelog: 1 — first version.
+//!
+//! Every wire type is here: the documents, the `exec` records and the enums they use.
 
 use crate::error::{Error, Exit, Result};
 use crate::ssh::SshSettings;
@@ -169,11 +171,36 @@ pub struct PlannedNode {
     pub python: String,
 }
 
+/// The stage that dropped a node. Strings on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Probe,
+    Plan,
+    Sync,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Probe => "probe",
+            Stage::Plan => "plan",
+            Stage::Sync => "sync",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dropped {
     pub node: String,
-    /// Which stage dropped it: probe, plan, sync.
-    pub stage: String,
+    /// Which stage dropped it.
+    pub stage: Stage,
     pub error_kind: ErrorKind,
     pub message: String,
 }
@@ -218,6 +245,37 @@ pub struct SyncedNode {
     pub rsync_exit: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// `session` (src/engine/session.rs; share/doc/schema.md#session)
+// ---------------------------------------------------------------------------------------
+
+/// What the plugin (or `--cloud-prepare`) needs to point xdist at the nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct XdistArgs {
+    pub tx: Vec<String>,
+    pub dist: String,
+    pub max_worker_restart: usize,
+}
+
+/// The session document: what `--cloud-prepare` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub format_version: u32,
+    pub kind: String,
+    pub created_by: String,
+    pub rootdir: String,
+    /// The local interpreter that runs pytest (the project's venv).
+    pub python: String,
+    pub xdist: XdistArgs,
+    /// Environment the controller needs (the glue).
+    pub env: BTreeMap<String, String>,
+    /// The lines of the stderr header.
+    pub header: Vec<String>,
+    pub timings_ms: BTreeMap<String, u64>,
+    /// The sync document this session runs on (which carries the plan and inventory).
+    pub sync: SyncDoc,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -376,6 +434,15 @@ mod tests {
         .unwrap();
         let inv: Inventory = from_value(v, "inventory").unwrap();
         assert!(inv.nodes.is_empty());
+    }
+
+    #[test]
+    fn stages_are_the_strings_they_always_were() {
+        for (stage, s) in [(Stage::Probe, "probe"), (Stage::Plan, "plan"), (Stage::Sync, "sync")] {
+            assert_eq!(serde_json::to_value(stage).unwrap(), s);
+            assert_eq!(stage.as_str(), s);
+            assert_eq!(serde_json::from_value::<Stage>(s.into()).unwrap(), stage);
+        }
     }
 
     #[test]

@@ -503,3 +503,37 @@ fn the_users_gnu_parallel_settings_do_not_change_what_exec_does() {
         assert_eq!(tails, ["node1-0\n", "node1-1\n"], "with {how}: the commands ran, not only printed");
     }
 }
+
+#[test]
+fn exit_130_on_ctrl_c_with_a_record_per_job_and_the_summary_last() {
+    use std::os::unix::process::CommandExt;
+    let f = setup(1);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"));
+    cmd.args(["exec", "--per", "slot", "--", "sleep", "71"])
+        .env("PYTEST_CLOUD_RUNTIME_DIR", f.runtime.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // Its own process group, so the SIGINT below reaches exec and its children as a
+        // terminal's Ctrl-C does, and nothing else.
+        .process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&serde_json::to_vec(&f.plan).unwrap()).unwrap();
+    }
+    let started = std::time::Instant::now();
+    while node_processes(&f.cluster, "node1", "sleep 71").len() < 2 {
+        assert!(started.elapsed().as_secs() < 60, "the jobs never started on the node");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let kill = std::process::Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "exit 130, not killed by the signal: {:?} {stderr}", out.status);
+    let (jobs, summary) = parse_records(&out.stdout);
+    assert_eq!(jobs.len(), 2, "a record per job: {jobs:#?}");
+    assert_eq!(summary["succeeded"], 0);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}

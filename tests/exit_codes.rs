@@ -1,6 +1,6 @@
 //! One test per row of the README's exit-code table (the rows that need nodes or pytest are
-//! tested where those live: 75 in tests/sync.rs, pytest's pass-through in tests/launcher.rs).
-//! 70 (internal error) has no test: nothing can provoke a bug on purpose.
+//! tested where those live: 75 in the sync and launcher tests, exec's 130 in the exec tests,
+//! sync's 130 in the sync tests, pytest's pass-through in the launcher tests).
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -98,4 +98,44 @@ fn exit_0_on_a_closed_stdout() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn exit_70_when_an_internal_step_fails() {
+    // No thread can be started (RLIMIT_NPROC of 1, `prlimit` from util-linux): probe cannot
+    // make its pool, which is pytest-cloud's own failure, not the nodes' or the input's.
+    // The limit does not bind root, so as root the binary runs as `nobody`, from a copy that
+    // user can read wherever the checkout is.
+    let dir = tempfile::Builder::new().prefix("pc-exit70-").tempdir().unwrap();
+    let copy = dir.path().join("pytest-cloud");
+    std::fs::copy(assert_cmd::cargo::cargo_bin("pytest-cloud"), &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let root = String::from_utf8_lossy(&std::process::Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
+    if root {
+        let chown = std::process::Command::new("chown").args(["nobody"]).arg(&runtime).status().unwrap();
+        assert!(chown.success(), "chown nobody {}", runtime.display());
+    }
+    let mut cmd = if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "nobody", "--", "prlimit", "--nproc=1"]);
+        c
+    } else {
+        let mut c = std::process::Command::new("prlimit");
+        c.arg("--nproc=1");
+        c
+    };
+    let out = cmd
+        .arg(&copy)
+        .args(["probe", "-q", "--node", "somewhere"])
+        .env("PYTEST_CLOUD_RUNTIME_DIR", &runtime)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run prlimit (util-linux) and, as root, runuser");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{stderr}");
+    assert!(stderr.contains("pytest-cloud: error: thread pool:"), "{stderr}");
+    assert!(out.stdout.is_empty());
 }

@@ -223,3 +223,33 @@ fn last_failed_uses_the_controllers_cache() {
     assert_eq!(lcounts, "1 failed", "{}", text(&l));
     assert_eq!((rset, rcounts), (lset, lcounts), "{}", text(&r));
 }
+
+#[test]
+fn exit_75_when_every_nodes_directory_is_locked_by_another_run() {
+    let c = Cluster::up(1);
+    // Sync stops at the lock, before pytest is needed: a bare venv is enough.
+    let project = tempfile::Builder::new().prefix("pc-locked-").tempdir().unwrap();
+    std::fs::write(project.path().join("pytest.ini"), "[pytest]\n").unwrap();
+    let venv = Command::new("/usr/bin/python3").args(["-m", "venv", "--without-pip", ".venv"]).current_dir(project.path()).output().unwrap();
+    assert!(venv.status.success(), "{}", text(&venv));
+    let home = String::from_utf8_lossy(&c.ssh("node1", "echo $HOME").stdout).trim().to_string();
+    let dir = format!("{home}/pc_locked");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    // A live holder: this test process.
+    let holder = format!("pytest-cloud host={host} pid={} user=other started_unix=1 source=/elsewhere", std::process::id());
+    let lock = c.ssh("node1", &format!("mkdir {dir}.pytest-cloud-lock && echo '{holder}' > {dir}.pytest-cloud-lock/holder"));
+    assert!(lock.status.success(), "{}", text(&lock));
+    let out = Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
+        .arg("pytest")
+        .arg(format!("--cloud-ssh-config={}", c.ssh_config().display()))
+        .args(["--cloud-node", "node1", "--cloud-chdir", "pc_locked", "-q"])
+        .current_dir(project.path())
+        .env_remove("VIRTUAL_ENV")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("node1: dropped at sync (locked:"), "names the node and the cause: {stderr}");
+    assert!(stderr.contains(&format!("pid={}", std::process::id())), "names the holder: {stderr}");
+    assert!(!c.ssh("node1", &format!("test -e {dir}")).status.success(), "nothing synced while locked");
+}

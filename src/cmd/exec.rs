@@ -32,7 +32,8 @@
 //! Exit codes: 0 every job succeeded; 1 some job failed (its record says how); 64 no command
 //! after `--`, `{slot}`/`{worker}` without `--per slot`, or a bad option; 65/66 bad or missing
 //! stdin document; 69 the document has no node; 72 `parallel` or `ssh` missing; 74 the output
-//! or runtime directory cannot be written. Nothing is written on stdout for 64 and up.
+//! or runtime directory cannot be written; 130 interrupted (Ctrl-C: the records so far and the
+//! summary are written). Nothing is written on stdout for 64 to 74.
 //!
 //! Example:
 //! `pytest-cloud sync < plan.json | pytest-cloud exec --per slot -- sh -c 'echo {node} {slot}/{slots}' | jq -c .data`
@@ -64,6 +65,9 @@ pub fn run(args: &ExecArgs, out: &mut dyn Write) -> Result<Outcome> {
         ));
     }
     apply_ssh_args(&mut settings, &args.ssh);
+    // Ctrl-C: parallel stops the jobs, and every job still gets its record and the summary
+    // is still written last (then exit 130); a second Ctrl-C exits at once.
+    crate::interrupt::install();
     let opts = ExecOptions {
         per,
         command: args.command.clone(),

@@ -12,7 +12,7 @@
 use super::say;
 use crate::error::{Outcome, Result, one_line};
 use crate::project;
-use crate::schema::{self, Dropped, ErrorKind, Facts, Inventory, NodeStatus, Plan, PlanOptions, PlannedNode};
+use crate::schema::{self, Dropped, ErrorKind, Facts, Inventory, NodeStatus, Plan, PlanOptions, PlannedNode, Stage};
 use crate::ssh::Destination;
 use std::path::{Path, PathBuf};
 
@@ -76,7 +76,7 @@ pub fn make_plan(inventory: &Inventory, options: PlanOptions, root: &Path) -> (P
     let mut dropped = Vec::new();
     let mut explain = Vec::new();
     for report in &inventory.nodes {
-        let drop = |kind: ErrorKind, message: String| Dropped { node: report.node.clone(), stage: "probe".into(), error_kind: kind, message };
+        let drop = |kind: ErrorKind, message: String| Dropped { node: report.node.clone(), stage: Stage::Probe, error_kind: kind, message };
         let facts = match (&report.facts, report.status) {
             (Some(f), NodeStatus::Ok) => f,
             _ => {
@@ -90,7 +90,7 @@ pub fn make_plan(inventory: &Inventory, options: PlanOptions, root: &Path) -> (P
         let (slots, arithmetic) = slots_for(facts, options.max_processes, options.mem_per_process_mb);
         explain.push(format!("{}: {arithmetic}", report.node));
         if slots == 0 {
-            dropped.push(Dropped { stage: "plan".into(), ..drop(ErrorKind::NoSlots, arithmetic) });
+            dropped.push(Dropped { stage: Stage::Plan, ..drop(ErrorKind::NoSlots, arithmetic) });
             continue;
         }
         let remote_dir = format!("{}/{}", facts.home.trim_end_matches('/'), options.chdir);
@@ -100,7 +100,7 @@ pub fn make_plan(inventory: &Inventory, options: PlanOptions, root: &Path) -> (P
                 Some(p) => p.path.clone(),
                 None => {
                     let msg = format!("the project has no virtualenv and {} was not found on the node (probe it with --python {})", options.python, options.python);
-                    dropped.push(Dropped { stage: "plan".into(), ..drop(ErrorKind::NoPython, msg) });
+                    dropped.push(Dropped { stage: Stage::Plan, ..drop(ErrorKind::NoPython, msg) });
                     continue;
                 }
             },

@@ -5,9 +5,9 @@
 use super::say;
 use crate::error::{Error, Exit, Outcome, Result, one_line};
 use crate::project;
-use crate::schema::{self, Plan, PlannedNode};
+use crate::engine::sync::{self, Fanout, SyncEvent, SyncOptions};
+use crate::schema::{self, Plan, PlannedNode, Session, SyncDoc, XdistArgs};
 use crate::ssh::{self, Destination, SshSettings};
-use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -49,14 +49,6 @@ pub fn has_option(args: &[String], name: &str) -> bool {
     args.iter().take_while(|a| *a != "--").any(|a| a == name || a.starts_with(&format!("{name}=")))
 }
 
-/// What the plugin (or `--cloud-prepare`) needs to point xdist at the nodes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct XdistArgs {
-    pub tx: Vec<String>,
-    pub dist: String,
-    pub max_worker_restart: usize,
-}
-
 /// One `--tx` per worker: `ssh=<target>//ssh_config=<cfg>//python=<py>//chdir=<dir>//id=<worker>`.
 /// Workers of a node share one ssh connection; past sshd's MaxSessions a node's workers are
 /// spread over further connections (a config per group, differing only in ControlPath).
@@ -82,25 +74,6 @@ pub fn xdist_specs(nodes: &[PlannedNode], config_for_group: &dyn Fn(usize) -> Re
         }
     }
     Ok(tx)
-}
-
-/// The session document: what `--cloud-prepare` prints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Session {
-    pub format_version: u32,
-    pub kind: String,
-    pub created_by: String,
-    pub rootdir: String,
-    /// The local interpreter that runs pytest (the project's venv).
-    pub python: String,
-    pub xdist: XdistArgs,
-    /// Environment the controller needs (the glue).
-    pub env: std::collections::BTreeMap<String, String>,
-    /// The lines of the stderr header.
-    pub header: Vec<String>,
-    pub timings_ms: std::collections::BTreeMap<String, u64>,
-    /// The sync document this session runs on (which carries the plan and inventory).
-    pub sync: serde_json::Value,
 }
 
 /// probe -> plan -> sync, in-process. Returns the session that runs pytest.
@@ -129,7 +102,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     // is ready when the probe and the pre-flights are done. It runs nothing until sync
     // feeds it a node that passed its pre-flight; if it cannot start, sync says why later.
     let sync_opts = sync_options(opts);
-    let fanout = crate::engine::sync::Fanout::start(&root, &settings, &nodes, &sync_opts).ok();
+    let fanout = Fanout::start(&root, &settings, &nodes, &sync_opts).ok();
     let t = Instant::now();
     let pythons = vec![opts.python.clone().unwrap_or_else(|| "python3".into())];
     let deadline = std::time::Duration::from_secs(settings.connect_timeout_s + 15);
@@ -160,6 +133,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
 
     let mut header = Vec::new();
     for n in &synced.nodes {
+        let n = &n.planned;
         header.push(format!("{}: {} slots ({})", n.node, n.slots, n.workers.join(" ")));
     }
     for d in &synced.dropped {
@@ -169,11 +143,19 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
         say(quiet, format!("pytest-cloud: {line}"));
     }
     if synced.nodes.is_empty() {
-        return Err(Error::new(Exit::NoNodes, "none of the given nodes can run tests (see the reasons above)"));
+        // sync's own rule: 75 when every node it tried was locked by another run, else 69.
+        return Err(match sync::outcome(&synced) {
+            Outcome::Code(c) if c == Exit::Busy.code() => Error::new(
+                Exit::Busy,
+                "every node's directory is locked by another run (see above); try again when it is done",
+            ),
+            _ => Error::new(Exit::NoNodes, "none of the given nodes can run tests (see the reasons above)"),
+        });
     }
+    let planned: Vec<PlannedNode> = synced.nodes.iter().map(|n| n.planned.clone()).collect();
 
     let group_configs = |g: usize| -> Result<PathBuf> { ssh::write_config_group(&plan.inventory.ssh, &nodes, g) };
-    let tx = xdist_specs(&synced.nodes, &group_configs)?;
+    let tx = xdist_specs(&planned, &group_configs)?;
     let workers = tx.len();
     let dist = if has_dist_choice(pytest_args) { String::new() } else { "load".to_string() };
     let glue_dir = write_glue()?;
@@ -193,19 +175,11 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
         env,
         header,
         timings_ms: timings,
-        sync: synced.document,
+        sync: synced,
     })
 }
 
-/// The nodes that sync left usable, the ones dropped on the way, and the sync document.
-pub struct Synced {
-    pub nodes: Vec<PlannedNode>,
-    pub dropped: Vec<schema::Dropped>,
-    pub document: serde_json::Value,
-}
-
-fn sync_options(opts: &CloudOptions) -> crate::engine::sync::SyncOptions {
-    use crate::engine::sync::SyncOptions;
+fn sync_options(opts: &CloudOptions) -> SyncOptions {
     let mut sync_opts = SyncOptions { develop_eggs: opts.develop_eggs.clone(), ..SyncOptions::default() };
     if let Some(bw) = opts.rsync_bandwidth_limit_kbps {
         sync_opts.bwlimit_kbps = bw;
@@ -220,16 +194,13 @@ fn sync_options(opts: &CloudOptions) -> crate::engine::sync::SyncOptions {
     sync_opts
 }
 
-fn sync_for_launcher(plan: &Plan, sync_opts: &crate::engine::sync::SyncOptions, fanout: Option<crate::engine::sync::Fanout>, quiet: bool) -> Result<Synced> {
-    use crate::engine::sync::{SyncEvent, sync_plan_with};
+fn sync_for_launcher(plan: &Plan, sync_opts: &SyncOptions, fanout: Option<Fanout>, quiet: bool) -> Result<SyncDoc> {
     let progress = |e: &SyncEvent| match e {
         SyncEvent::Info(line) => say(quiet, format!("pytest-cloud: {line}")),
         SyncEvent::Waiting { node, holder } => say(quiet, format!("pytest-cloud: {node}: waiting for the lock held by {holder}")),
         _ => {}
     };
-    let doc = sync_plan_with(plan, sync_opts, &progress, fanout)?;
-    let document = serde_json::to_value(&doc).map_err(|e| Error::internal(format!("sync document: {e}")))?;
-    Ok(Synced { nodes: doc.nodes.into_iter().map(|n| n.planned).collect(), dropped: doc.dropped, document })
+    sync::sync_plan_with(plan, sync_opts, &progress, fanout)
 }
 
 /// Writes the glue module into the private runtime dir (content-addressed) and returns the
@@ -336,7 +307,16 @@ mod tests {
             env: Default::default(),
             header: vec![],
             timings_ms: Default::default(),
-            sync: serde_json::Value::Null,
+            sync: serde_json::from_value(serde_json::json!({
+                "format_version": 1, "kind": "sync", "created_by": "", "source": "/p", "virtualenv_path": null,
+                "editable_paths": [], "nodes": [], "dropped": [], "total_slots": 0,
+                "plan": {"format_version": 1, "kind": "plan", "created_by": "", "source": "/p", "total_slots": 0,
+                    "options": {"mem_per_process_mb": null, "max_processes": null, "python": "python3", "chdir": "pc", "virtualenv_path": null},
+                    "nodes": [], "dropped": [],
+                    "inventory": {"format_version": 1, "kind": "inventory", "created_by": "", "pythons_asked": [], "nodes": [],
+                        "ssh": {"config_file": null, "connect_timeout_s": 5, "control_persist_s": 0}}}
+            }))
+            .unwrap(),
         };
         let argv = controller_argv(&session, &s(&["tests", "--", "x"]));
         assert_eq!(argv, s(&["/p/.venv/bin/python", "-m", "pytest", "--tx", "ssh=a", "--dist=load", "--max-worker-restart=2", "tests", "--", "x"]));

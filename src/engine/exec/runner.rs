@@ -208,6 +208,11 @@ fn run_all_inner(
         // parallel's own warnings (e.g. "This job was killed because it timed out").
         say(o.quiet, stderr.lines().map(|l| format!("exec: {l}")).collect::<Vec<_>>().join("\n"));
     }
+    if crate::interrupt::requested() {
+        // The jobs parallel had not finished get their record ("not run: interrupted") from
+        // run_all, and the summary is still the last line.
+        return Err(Error::new(Exit::Interrupted, "interrupted (Ctrl-C); the running jobs were stopped"));
+    }
     if !matches!(finished.status, Status::Exited(c) if (0..=101).contains(&c)) {
         return Err(Error::new(Exit::Partial, format!("GNU parallel failed: {}", proc::trim_message(&stderr))));
     }

@@ -28,7 +28,7 @@ pub use fanout::Fanout;
 pub use progress::{Screen, human_bytes};
 
 use crate::error::{Error, Exit, Outcome, Result};
-use crate::schema::{self, Dropped, ErrorKind, Plan, SyncDoc, SyncedNode};
+use crate::schema::{self, Dropped, ErrorKind, Plan, Stage, SyncDoc, SyncedNode};
 use crate::{interrupt, rsync, ssh};
 use fanout::preflight_and_transfer;
 use local::{check_local_tools, local_facts};
@@ -96,7 +96,7 @@ pub enum SyncEvent<'a> {
 /// 0 all synced, 1 some dropped, 69 none left, 75 none left because every one was locked.
 pub fn outcome(doc: &SyncDoc) -> Outcome {
     if doc.nodes.is_empty() {
-        let ours: Vec<&Dropped> = doc.dropped.iter().filter(|d| d.stage == "sync").collect();
+        let ours: Vec<&Dropped> = doc.dropped.iter().filter(|d| d.stage == Stage::Sync).collect();
         if !ours.is_empty() && ours.iter().all(|d| d.error_kind == ErrorKind::Locked) {
             Outcome::Code(Exit::Busy.code())
         } else {

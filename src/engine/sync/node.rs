@@ -7,7 +7,7 @@ use super::SyncOptions;
 use super::local::{Local, no_controls};
 use crate::error::{Error, Exit, Result};
 use crate::proc::{Cmd, Status};
-use crate::schema::{Dropped, ErrorKind, Facts, Plan, PlannedNode};
+use crate::schema::{Dropped, ErrorKind, Facts, Plan, PlannedNode, Stage};
 use crate::ssh::{self, Destination};
 use crate::{interrupt, rsync};
 use std::collections::BTreeMap;
@@ -35,7 +35,7 @@ pub(super) struct NodeRun {
 
 impl NodeRun {
     pub(super) fn drop_with(&mut self, kind: ErrorKind, message: impl Into<String>) {
-        self.dropped = Some(Dropped { node: self.planned.node.clone(), stage: "sync".into(), error_kind: kind, message: message.into() });
+        self.dropped = Some(Dropped { node: self.planned.node.clone(), stage: Stage::Sync, error_kind: kind, message: message.into() });
     }
     pub(super) fn alive(&self) -> bool {
         self.dropped.is_none()
