@@ -101,3 +101,26 @@ fn relative_links_in_share_doc_resolve() {
         }
     }
 }
+
+#[test]
+fn every_xdist_pin_is_the_range_the_glue_accepts() {
+    // glue.py: `XDIST_TESTED = ((3, 6), (3, 9))` -> "pytest-xdist>=3.6,<3.9".
+    let glue = read("share/pytest-cloud-plugin/src/pytest_cloud/glue.py");
+    let line = glue.lines().find(|l| l.starts_with("XDIST_TESTED = ")).expect("XDIST_TESTED in glue.py");
+    let nums: Vec<&str> = line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
+    assert_eq!(nums.len(), 4, "{line}");
+    let range = format!(">={}.{},<{}.{}", nums[0], nums[1], nums[2], nums[3]);
+    let pin = format!("pytest-xdist{range}");
+    let pyproject = read("share/pytest-cloud-plugin/pyproject.toml");
+    let deps = pyproject.lines().find(|l| l.starts_with("dependencies = ")).expect("dependencies in pyproject.toml");
+    assert!(deps.contains(&format!("\"{pin}\"")), "the plugin's pyproject.toml must pin {pin} (the glue refuses others): {deps}");
+    for msg in ["install it with: python -m pip install '", "pytest-cloud supports pytest-xdist "] {
+        let at = glue.find(msg).unwrap_or_else(|| panic!("{msg:?} in glue.py"));
+        assert!(glue[at..].lines().next().unwrap().contains(&range), "glue.py's message names {range}: {}", glue[at..].lines().next().unwrap());
+    }
+    for file in ["scripts/test", "scripts/demo", "tests/common/example.rs"] {
+        for (i, l) in read(file).lines().enumerate().filter(|(_, l)| l.contains("pytest-xdist>=")) {
+            assert!(l.contains(&pin) || l.contains("pytest-xdist==3.6.*"), "{file}:{}: installs another xdist range than {pin}: {l}", i + 1);
+        }
+    }
+}

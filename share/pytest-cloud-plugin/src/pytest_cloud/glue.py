@@ -17,8 +17,11 @@ know that and, for every ssh worker:
    trips (ssh session and interpreter start, ``chdir``, ``rinfo``): 8 workers
    spent 0.4-1.0 s there before the last one could start importing pytest.
 
-This module fixes exactly those four things on the controller, nothing else:
-the scheduler, reports, ``-k``/``-m``/``-p``/``-o`` and ``--dist`` are xdist's own.
+This module fixes exactly those four things on the controller (patches 1-4 in
+the code, each named with its reason in share/doc/xdist-notes.md section 1), and
+runs each worker in the mirror of the controller's cwd (a change to the specs
+that ``pytest_xdist_setupnodes`` is given), nothing else: the scheduler,
+reports, ``-k``/``-m``/``-p``/``-o`` and ``--dist`` are xdist's own.
 
 It is loaded in one of two ways, both on the controller only:
 - by the pytest-cloud launcher: ``PYTEST_PLUGINS=pytest_cloud_glue`` with this
