@@ -253,3 +253,82 @@ fn exit_75_when_every_nodes_directory_is_locked_by_another_run() {
     assert!(stderr.contains(&format!("pid={}", std::process::id())), "names the holder: {stderr}");
     assert!(!c.ssh("node1", &format!("test -e {dir}")).status.success(), "nothing synced while locked");
 }
+
+/// Makes every test note, in `/tmp/<tag>-<worker>`, that it starts (the conftest is synced with
+/// the tree, so each run gets its own tag).
+fn note_starts(ex: &Example, original_conftest: &str, tag: &str) {
+    let snippet = format!(
+        "\n\n@pytest.fixture(autouse=True)\n\
+         def _note_start(request):\n    \
+             with open('/tmp/{tag}-' + os.environ.get('PYTEST_XDIST_WORKER', 'master'), 'a') as f:\n        \
+                 f.write(request.node.nodeid + '\\n')\n"
+    );
+    std::fs::write(ex.root().join("tests/conftest.py"), format!("{original_conftest}{snippet}")).unwrap();
+}
+
+/// The tests each worker started under `tag`, in order (the notes are removed).
+fn starts(tag: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir("/tmp").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(worker) = name.strip_prefix(&format!("{tag}-")) {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            out.insert(worker.to_string(), text.lines().map(str::to_string).collect::<Vec<_>>());
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_second_run_of_a_skewed_suite_starts_the_slow_tests_first() {
+    let c = Cluster::up(2);
+    let ex = Example::new();
+    // Short tests, then, last in collection order, slow ones (tests/unit sorts after tests/slow,
+    // so the file name puts them last).
+    std::fs::write(
+        ex.root().join("tests/test_zz_skew.py"),
+        "import time, pytest\n\n\
+         @pytest.mark.parametrize('i', range(60))\ndef test_short(i):\n    pass\n\n\
+         @pytest.mark.parametrize('i', range(4))\ndef test_slow_tail(i):\n    time.sleep(1.0)\n",
+    )
+    .unwrap();
+    let conftest = std::fs::read_to_string(ex.root().join("tests/conftest.py")).unwrap();
+    let tag = format!("pc-sched-{}", std::process::id());
+    let is_slow = |id: &str| id.contains("test_slow_tail");
+
+    note_starts(&ex, &conftest, &format!("{tag}-1"));
+    let first = cloud(&ex, &c, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert!(text(&first).contains("scheduler LoadScheduling of pytest-xdist (--dist load: no recorded durations yet)"), "{}", text(&first));
+    let first_starts = starts(&format!("{tag}-1"));
+    assert!(first_starts.values().all(|tests| !is_slow(&tests[0])), "collection order puts them last: {first_starts:?}");
+
+    note_starts(&ex, &conftest, &format!("{tag}-2"));
+    let second = cloud(&ex, &c, &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert!(text(&second).contains("scheduler DurationScheduling, longest first (no --dist given;"), "{}", text(&second));
+    let second_starts = starts(&format!("{tag}-2"));
+    let workers = second_starts.len();
+    assert!(workers >= 2, "{second_starts:?}");
+    // Each worker's first test is a slow one, as far as there are slow ones to go round; and
+    // no worker starts a short test while a slow one waits for a worker.
+    let slow_first = second_starts.values().filter(|tests| is_slow(&tests[0])).count();
+    assert_eq!(slow_first, workers.min(4), "{second_starts:?}");
+    for tests in second_starts.values() {
+        let last_slow = tests.iter().rposition(|t| is_slow(t));
+        let first_short = tests.iter().position(|t| !is_slow(t));
+        if let (Some(s), Some(f)) = (last_slow, first_short) {
+            assert!(s < f, "a worker ran a short test before a slow one: {tests:?}");
+        }
+    }
+
+    // Same ids and outcomes as a local run.
+    let l = local(&ex, &[]);
+    let _ = starts(&format!("{tag}-2"));
+    assert_eq!(outcomes(&second), outcomes(&l), "{}", text(&second));
+    // --dist load, when given, stays xdist's.
+    let given = cloud(&ex, &c, &["--dist", "load"]);
+    assert!(text(&given).contains("scheduler LoadScheduling of pytest-xdist (--dist load as given)"), "{}", text(&given));
+    let _ = starts(&format!("{tag}-2"));
+}

@@ -14,6 +14,8 @@ use std::time::Instant;
 
 /// The glue loaded into the controller (and only there): see its docstring.
 pub const GLUE_PY: &str = include_str!("../../share/pytest-cloud-plugin/src/pytest_cloud/glue.py");
+/// The duration-aware scheduler the glue imports (written beside it as `pytest_cloud_sched`).
+pub const SCHED_PY: &str = include_str!("../../share/pytest-cloud-plugin/src/pytest_cloud/sched.py");
 
 /// sshd's default MaxSessions: sessions one shared connection may carry.
 pub const SESSIONS_PER_CONNECTION: usize = 10;
@@ -206,13 +208,16 @@ fn sync_for_launcher(plan: &Plan, sync_opts: &SyncOptions, fanout: Option<Fanout
 /// Writes the glue module into the private runtime dir (content-addressed) and returns the
 /// directory to put on the controller's PYTHONPATH.
 pub fn write_glue() -> Result<PathBuf> {
-    let dir = ssh::runtime_dir()?.join(format!("glue-{:016x}", ssh::fnv1a(GLUE_PY.as_bytes())));
-    let file = dir.join("pytest_cloud_glue.py");
-    if std::fs::read_to_string(&file).ok().as_deref() != Some(GLUE_PY) {
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(dir.display(), e))?;
-        tmp.write_all(GLUE_PY.as_bytes()).map_err(|e| Error::io(file.display(), e))?;
-        tmp.persist(&file).map_err(|e| Error::io(file.display(), e.error))?;
+    let both = format!("{GLUE_PY}\0{SCHED_PY}");
+    let dir = ssh::runtime_dir()?.join(format!("glue-{:016x}", ssh::fnv1a(both.as_bytes())));
+    for (name, text) in [("pytest_cloud_glue.py", GLUE_PY), ("pytest_cloud_sched.py", SCHED_PY)] {
+        let file = dir.join(name);
+        if std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+            let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(dir.display(), e))?;
+            tmp.write_all(text.as_bytes()).map_err(|e| Error::io(file.display(), e))?;
+            tmp.persist(&file).map_err(|e| Error::io(file.display(), e.error))?;
+        }
     }
     Ok(dir)
 }
@@ -251,6 +256,9 @@ pub fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String
         _ => "pytest_cloud_glue".to_string(),
     };
     cmd.env("PYTHONPATH", pythonpath).env("PYTEST_PLUGINS", plugins).env("PYTEST_CLOUD_ROOTDIR", &session.rootdir);
+    // `--dist load` was our default, not the user's choice: the glue may schedule by the
+    // recorded durations instead (share/pytest-cloud-plugin/src/pytest_cloud/sched.py).
+    cmd.env("PYTEST_CLOUD_DIST_DEFAULTED", if session.xdist.dist.is_empty() { "0" } else { "1" });
     if opts.timings {
         let mut phases: std::collections::BTreeMap<String, u64> = session.timings_ms.clone();
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);

@@ -20,8 +20,10 @@ know that and, for every ssh worker:
 This module fixes exactly those four things on the controller (patches 1-4 in
 the code, each named with its reason in share/doc/xdist-notes.md section 1), and
 runs each worker in the mirror of the controller's cwd (a change to the specs
-that ``pytest_xdist_setupnodes`` is given), nothing else: the scheduler,
-reports, ``-k``/``-m``/``-p``/``-o`` and ``--dist`` are xdist's own.
+that ``pytest_xdist_setupnodes`` is given), nothing else: reports,
+``-k``/``-m``/``-p``/``-o`` and ``--dist`` are xdist's own. It also turns on the
+duration-aware scheduling of sched.py (its own module: the recorded durations and a
+scheduler made through xdist's public ``pytest_xdist_make_scheduler`` hook, no patch).
 
 It is loaded in one of two ways, both on the controller only:
 - by the pytest-cloud launcher: ``PYTEST_PLUGINS=pytest_cloud_glue`` with this
@@ -52,7 +54,19 @@ ROOTDIR_ENV = "PYTEST_CLOUD_ROOTDIR"
 #: JSON of the launcher's own phases (probe, plan, sync, in ms) and, under "exec_at_ms", the
 #: wall-clock time it started pytest; set by ``pytest-cloud pytest --cloud-timings``.
 TIMINGS_ENV = "PYTEST_CLOUD_TIMINGS"
+#: "1" when the launcher added ``--dist load`` because the user gave no ``--dist``.
+DIST_DEFAULTED_ENV = "PYTEST_CLOUD_DIST_DEFAULTED"
 _PLUGIN_NAME = "pytest-cloud-glue"
+
+
+def _sched_module() -> Any:
+    """The duration-aware scheduling (sched.py): the launcher writes it beside this file as
+    ``pytest_cloud_sched``; in the pip package it is ``pytest_cloud.sched``."""
+    if __name__ == "pytest_cloud_glue":
+        import pytest_cloud_sched as sched  # type: ignore[import-not-found]
+    else:
+        from pytest_cloud import sched
+    return sched
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,14 +76,22 @@ def pytest_configure(config: pytest.Config) -> None:
         activate(config, rootdir)
 
 
-def activate(config: pytest.Config, rootdir: str | os.PathLike[str]) -> None:
-    """Turn the glue on for this (controller) config; a second call is a no-op."""
+def activate(config: pytest.Config, rootdir: str | os.PathLike[str],
+             dist_defaulted: bool | None = None) -> None:
+    """Turn the glue on for this (controller) config; a second call is a no-op.
+
+    ``dist_defaulted``: ``--dist load`` was our choice, not the user's (the duration-aware
+    scheduler may then take over, see sched.py); None reads ``$PYTEST_CLOUD_DIST_DEFAULTED``.
+    """
     if hasattr(config, "workerinput") or config.pluginmanager.has_plugin(_PLUGIN_NAME):
         return
     workermanage = check_xdist()
     glue = _ControllerGlue(config, Path(rootdir), workermanage)
     config.pluginmanager.register(glue, _PLUGIN_NAME)
     config.add_cleanup(glue.restore)
+    if dist_defaulted is None:
+        dist_defaulted = os.environ.get(DIST_DEFAULTED_ENV) == "1"
+    _sched_module().register(config, dist_defaulted)
     launcher_phases = os.environ.get(TIMINGS_ENV)
     if launcher_phases is not None:
         config.pluginmanager.register(_Timings(launcher_phases), "pytest-cloud-timings")

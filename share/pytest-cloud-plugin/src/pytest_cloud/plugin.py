@@ -199,7 +199,8 @@ def pytest_configure(config: pytest.Config) -> None:
     session = run_prepare(argv, config.invocation_params.dir)
     xdist = session["xdist"]
     config.option.tx = list(xdist["tx"])
-    if config.option.dist == "no":
+    dist_defaulted = config.option.dist == "no"
+    if dist_defaulted:
         config.option.dist = xdist.get("dist") or "load"
     if config.option.maxworkerrestart is None and xdist.get("max_worker_restart") is not None:
         config.option.maxworkerrestart = str(xdist["max_worker_restart"])
@@ -208,7 +209,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # The glue reads the binary's phases from here, as it does under the launcher.
         os.environ[glue.TIMINGS_ENV] = json.dumps(session.get("timings_ms") or {})
         config.add_cleanup(lambda: os.environ.pop(glue.TIMINGS_ENV, None))
-    glue.activate(config, session["rootdir"])
+    glue.activate(config, session["rootdir"], dist_defaulted=dist_defaulted)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
