@@ -262,9 +262,11 @@ class DurationScheduling:
     def __init__(self, config: Any, log: Any, durations: Mapping[str, float],
                  scope: Callable[[str], str] | None = None, numnodes: int | None = None) -> None:
         if numnodes is None:
-            from xdist.workermanage import parse_tx_spec_config
+            import xdist.workermanage as wm
 
-            numnodes = len(parse_tx_spec_config(config))
+            # renamed in xdist 3.7 (parse_spec_config in 3.6)
+            parse = getattr(wm, "parse_tx_spec_config", None) or getattr(wm, "parse_spec_config")
+            numnodes = len(parse(config))
         self.numnodes = numnodes
         self.config = config
         self.log = log.durationsched if log is not None else (lambda *a: None)
