@@ -317,7 +317,7 @@ def test_second_run_starts_the_slow_test_first(project, fake_binary, monkeypatch
     for n in (1, 2):
         log = project.path / f"starts-{n}.txt"
         monkeypatch.setenv("START_LOG", str(log))
-        result = project.runpytest("--cloud-node=node1", "-p", "xdist", "tests",
+        result = project.runpytest("--cloud-node=node1", "-p", "xdist", "tests", "--cloud-timings",
                                    f"--junitxml={project.path / f'run-{n}.xml'}")
         result.assert_outcomes(passed=36, skipped=1)
         starts: dict[str, list[str]] = {}  # worker -> the tests it started, in order
@@ -335,6 +335,10 @@ def test_second_run_starts_the_slow_test_first(project, fake_binary, monkeypatch
                                  "(no --dist given; 37 recorded test durations)*",
                                  "*scheduled longest first: expected * s of tests on 2 workers*"])
     assert [w[0] for w in starts2.values() if slow in w] == [slow]
+    timings = [json.loads(line.split(" ", 2)[2]) for run in (first, second)
+               for line in run.errlines if line.startswith("pytest-cloud: timings ")]
+    assert len(timings) == 2 and "tests_expected" not in timings[0]
+    assert timings[1]["tests_expected"] >= 300 and "tests" in timings[1]
     assert outcomes1 == outcomes2 and len(outcomes2) == 37
     stored = json.loads((project.path / ".pytest_cache/v/pytest-cloud/durations").read_text())
     assert stored["runs"] == 2 and len(stored["tests"]) == 37

@@ -104,7 +104,8 @@ class _Timings:
     Phases: the launcher's probe, plan and sync; ``controller_start`` (exec of pytest to its
     configure); ``worker_start`` (xdist sets up the nodes until every worker is ready);
     ``tests`` (from there to the end of the session: collection on the workers and the tests);
-    ``teardown`` (workers shut down, reports written).
+    ``teardown`` (workers shut down, reports written). When the duration-aware scheduler ran,
+    ``tests_expected`` (not a phase, not in ``total``) is what it expected of ``tests``.
     """
 
     def __init__(self, launcher_phases: str) -> None:
@@ -139,7 +140,7 @@ class _Timings:
         self._mark("finish")
 
     @pytest.hookimpl(trylast=True)
-    def pytest_unconfigure(self) -> None:
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
         import sys
 
         end = self._clock()
@@ -154,6 +155,11 @@ class _Timings:
         order = ["probe", "plan", "sync", "controller_start", "worker_start", "tests", "teardown"]
         ordered = {k: self.phases[k] for k in order if k in self.phases}
         ordered["total"] = sum(ordered.values())
+        # Not a phase: what the duration-aware scheduler expected of "tests" from the recorded
+        # durations (max(longest, all / workers); collection and per-test overhead not included).
+        scheduler = getattr(config.pluginmanager.getplugin("pytest-cloud-sched"), "scheduler", None)
+        if getattr(scheduler, "expected_s", None) is not None:
+            ordered["tests_expected"] = int(round(scheduler.expected_s * 1000))
         sys.stderr.write("pytest-cloud: timings " + self._json.dumps(ordered) + "\n")
         sys.stderr.flush()
 
