@@ -1,7 +1,7 @@
 """Fixtures for the plugin's tests: a FAKE pytest-cloud binary.
 
-The fake stands in for `pytest-cloud pytest --cloud-prepare` only (the real binary is tested
-with real sshd nodes elsewhere): it logs its argv, "syncs" by copying the project to a mirror
+The fake stands in for `pytest-cloud --version` and `pytest-cloud pytest --cloud-prepare` only (the real binary is tested
+with real sshd nodes elsewhere): it prints the installed plugin's version (or $FAKE_CLOUD_VERSION), logs a prepare's argv, "syncs" by copying the project to a mirror
 directory, and prints a session document whose workers are local `popen//chdir=<mirror>`
 gateways, so xdist, the glue's argument handling and the workers are all real.
 """
@@ -19,6 +19,11 @@ pytest_plugins = ["pytester"]
 
 FAKE = r'''
 import json, os, shutil, sys
+if sys.argv[1:] == ["--version"]:
+    # The plugin checks this before anything else; by default the installed plugin's version.
+    from importlib import metadata
+    print("pytest-cloud", os.environ.get("FAKE_CLOUD_VERSION") or metadata.version("pytest-cloud"))
+    sys.exit(0)
 with open(os.environ["FAKE_CLOUD_LOG"], "a") as log:
     log.write(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd()}) + "\n")
 sys.stderr.write(os.environ.get("FAKE_CLOUD_STDERR", "fake-cloud: node1: 2 slots\n"))

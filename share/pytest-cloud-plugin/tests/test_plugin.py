@@ -36,6 +36,7 @@ def test_runs_on_the_planned_workers(project, fake_binary):
         "--cloud-rsync-cipher=aes256-ctr", "--cloud-ssh-config=my_ssh_config",
     ]
     result.stdout.fnmatch_lines([
+        f"pytest-cloud: binary {fake_binary.path} ($PYTEST_CLOUD_BINARY), version *",
         "pytest-cloud: node1: 2 slots",
         "pytest-cloud: node4: dropped (connection refused)",
         "seen: dist=load maxworkerrestart=4 tx=2",
@@ -112,12 +113,16 @@ def test_binary_failure_passes_its_exit_code(project, fake_binary, monkeypatch):
     ])
 
 
-def test_missing_binary_says_how_to_install(project, fake_binary, monkeypatch):
-    monkeypatch.delenv("PYTEST_CLOUD_BINARY")
-    monkeypatch.setenv("PATH", os.path.dirname(os.path.realpath(os.sys.executable)))
-    result = project.runpytest_subprocess("--cloud-node=node1")
+def test_binary_of_another_version_is_refused_before_anything_is_synced(project, fake_binary, monkeypatch):
+    monkeypatch.setenv("FAKE_CLOUD_VERSION", "5.0.3")
+    result = project.runpytest_subprocess("tests", "--cloud-node=node1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*pytest-cloud binary is not on PATH*cargo install*--cloud-binary*"])
+    from pytest_cloud.binary import plugin_version
+    result.stderr.fnmatch_lines([
+        f"*the binary {fake_binary.path} (found by $PYTEST_CLOUD_BINARY) is version 5.0.3, but "
+        f"this plugin (*pytest_cloud, *) is version {plugin_version()}; the binary and the plugin "
+        "must come from the same release*"
+    ])
     assert fake_binary.calls() == []
 
 

@@ -14,7 +14,8 @@ and nothing when no node is given. Nothing is looked up at import time.
 
 Exit codes: the binary's own code when it fails (64 usage, 69 no usable node, 72 missing
 tool, 75 node directory locked, see share/doc/exit-codes.md); 4 (usage error) when the binary
-cannot be found or prints something that is not a session document.
+cannot be found, is of another version than the plugin (pytest_cloud.binary), or prints
+something that is not a session document.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import collections
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -32,11 +32,12 @@ from typing import Any
 
 import pytest
 
-from pytest_cloud import glue
+from pytest_cloud import binary, glue
 
-BINARY_ENV = "PYTEST_CLOUD_BINARY"
+BINARY_ENV = binary.BINARY_ENV
 SESSION_FORMAT_VERSION = 1
 _SESSION_KEY = pytest.StashKey[dict]()
+_BINARY_KEY = pytest.StashKey[binary.Found]()
 
 # (option, dest, type, help): passed on to the binary as --cloud-x=VALUE when given.
 _VALUE_OPTIONS = [
@@ -78,7 +79,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "tests, teardown) as one JSON line on stderr")
     group.addoption("--cloud-binary", action="store", dest="cloud_binary", default=None,
                     metavar="PATH",
-                    help=f"the pytest-cloud binary [default: ${BINARY_ENV}, else pytest-cloud on PATH]")
+                    help=f"the pytest-cloud binary [default: ${BINARY_ENV}, else the one installed "
+                         "beside this Python, else pytest-cloud on PATH]; the header names "
+                         "the one used")
     parser.addini("cloud_develop_eggs", type="linelist", default=[],
                   help="package directories inside the project root that the nodes import "
                        "from their synced copy (develop mode)")
@@ -104,23 +107,9 @@ def prepare_argv(config: pytest.Config, binary: str) -> list[str]:
     return argv
 
 
-def find_binary(config: pytest.Config) -> str:
-    given = config.getoption("cloud_binary") or os.environ.get(BINARY_ENV)
-    if given:
-        found = shutil.which(given) or (given if os.path.exists(given) else None)
-        where = "--cloud-binary" if config.getoption("cloud_binary") else f"${BINARY_ENV}"
-        if not found:
-            raise pytest.UsageError(f"pytest-cloud: {where} names {given!r}, which does not exist")
-        return found
-    found = shutil.which("pytest-cloud")
-    if not found:
-        raise pytest.UsageError(
-            "pytest-cloud: the pytest-cloud binary is not on PATH; --cloud-node needs it to probe "
-            "and sync the nodes. Install it with `cargo install --path .` from a clone of "
-            "pytest-cloud (see its share/doc/install.md), or name it with --cloud-binary=PATH "
-            f"or ${BINARY_ENV}."
-        )
-    return found
+def find_binary(config: pytest.Config) -> binary.Found:
+    """The binary to run (how it is found and checked: pytest_cloud.binary)."""
+    return binary.locate(config.getoption("cloud_binary"))
 
 
 def run_prepare(argv: list[str], cwd: Path) -> dict[str, Any]:
@@ -195,7 +184,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "(size them with --cloud-max-processes or --cloud-mem-per-process)"
         )
     glue.check_xdist()  # refuse an untested xdist before syncing anything
-    argv = prepare_argv(config, find_binary(config))
+    found = find_binary(config)
+    config.stash[_BINARY_KEY] = found
+    argv = prepare_argv(config, found.path)
     session = run_prepare(argv, config.invocation_params.dir)
     xdist = session["xdist"]
     config.option.tx = list(xdist["tx"])
@@ -216,4 +207,5 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     session = config.stash.get(_SESSION_KEY, None)
     if session is None:
         return None
-    return [f"pytest-cloud: {line}" for line in session.get("header") or []]
+    lines = [config.stash[_BINARY_KEY].describe()] + list(session.get("header") or [])
+    return [f"pytest-cloud: {line}" for line in lines]
