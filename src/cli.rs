@@ -38,6 +38,9 @@ pub enum Command {
     /// Run a command on every synced node or slot. Writes JSON Lines.
     #[command(after_help = "Example:\n  pytest-cloud sync < plan.json | pytest-cloud exec --per slot -- sh -c 'echo {node} {slot}/{slots}'")]
     Exec(ExecArgs),
+    /// Remove the run trees a sync document holds on its nodes, with their leases.
+    #[command(after_help = "Example:\n  pytest-cloud sync < plan.json > synced.json; pytest-cloud exec < synced.json -- make check; pytest-cloud release < synced.json")]
+    Release(ReleaseArgs),
     /// Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist.
     #[command(disable_help_flag = true, after_help = "Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke")]
     Pytest(PytestArgs),
@@ -153,9 +156,24 @@ pub struct SyncArgs {
     /// Wait this long for another run's lock on a node's directory before dropping the node.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub lock_wait: u64,
+    /// Keep this run's tree on the nodes this long after the sync (and after each exec that
+    /// uses it) before a later run may remove it; `pytest-cloud release` removes it at once.
+    #[arg(long, value_name = "MINUTES", default_value_t = 30, value_parser = positive_u64)]
+    pub keep_minutes: u64,
     #[command(flatten)]
     pub ssh: SshArgs,
     /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    /// First keep the leases renewed while process PID lives (what the launcher runs beside
+    /// pytest), then release.
+    #[arg(long, value_name = "PID")]
+    pub wait_pid: Option<u32>,
+    /// No report on stderr.
     #[arg(short, long)]
     pub quiet: bool,
 }

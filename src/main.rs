@@ -31,6 +31,7 @@ fn main() {
         Command::Plan(a) => cmd::plan::run(a, &mut out),
         Command::Sync(a) => cmd::sync::run(a, &mut out),
         Command::Exec(a) => cmd::exec::run(a, &mut out),
+        Command::Release(a) => cmd::release::run(a, &mut out),
         Command::Pytest(a) => cmd::pytest::run(a, &mut out),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
         Command::Man(a) => cmd::man::run(a, &mut out),

@@ -245,6 +245,18 @@ pub struct SyncedNode {
     pub rsync_exit: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// The shared base rsync updated (`<home>/<chdir>`); `remote_dir` is then the run's own
+    /// tree made from it, which is where workers and jobs run. Absent in documents written
+    /// before run trees (remote_dir was the base itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<String>,
+    /// The run tree's name under `<base_dir>.pytest-cloud-runs/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The run tree's lease line, as written in `<base_dir>.pytest-cloud-runs/<run_id>.lease`
+    /// (renewing or releasing it checks that it is still this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------

@@ -17,6 +17,21 @@
 #       with every ENTRY on sys.path, write the stamp, release the lock.
 #   release DIR LOCK HOLDER
 #       remove LOCK if HOLDER holds it.
+#
+# Run trees (see share/doc/sync-safety.md, "Concurrent runs"): DIR is the shared base that
+# rsync updates under LOCK; each run works in its own tree RUNS/ID, hard links of the base
+# made under LOCK, with a lease RUNS/ID.lease (its holder line; its mtime is the heartbeat).
+# The modes and options below are kept in their own functions.
+#   preflight ... RUNS            (appended) RUNS must be absent or carry its marker; the
+#       leases there are listed (lease=ID STALE HOLDER, STALE=1 when older than its ttl_min),
+#       and trees without a lease (orphan=ID).
+#   finish DIR LOCK HOLDER PTH PYTHON RUNS ID LEASE NREAP REAP_ID REAP_HOLDER... SWEEP N ...
+#       also: reap the NREAP named trees (only while their lease still names REAP_HOLDER;
+#       "" = an orphan), then make the run tree RUNS/ID with its lease; PYTHON (relative to
+#       DIR) is checked in the run tree; ID "" = no run tree (the old single-directory mode).
+#   renew DIR LOCK HOLDER RUNS ID LEASE    touch the lease if it is still LEASE (lease=renewed|lost)
+#   drop DIR LOCK HOLDER RUNS ID LEASE     hand the run's new bytecode to the base, remove the
+#       run tree and its lease (released=1).
 set -u
 marker=.pytest-cloud-target
 synced=.pytest-cloud-synced
@@ -35,6 +50,131 @@ release() {
     if [ -d "$lock" ] && [ "$(cat "$lock/holder" 2>/dev/null)" = "$holder" ]; then
         rm -rf -- "$lock"
     fi
+}
+
+runs_marker=.pytest-cloud-runs
+run_stamp=.pytest-cloud-run
+
+# RUNS: new, marked, or refused (a directory pytest-cloud did not make is never written to).
+runs_state() {
+    if [ ! -e "$1" ] && [ ! -L "$1" ]; then
+        echo new
+    elif [ -d "$1" ] && [ ! -L "$1" ] && [ -f "$1/$runs_marker" ]; then
+        echo marked
+    else
+        echo unsafe
+    fi
+}
+
+# Lists the leases in RUNS and the trees that have none. A lease is stale when its mtime
+# (the holder's heartbeat) is older than the ttl_min its holder line names; the caller adds
+# what only it can know (a holder on its own machine whose processes are gone).
+runs_list() {
+    [ -d "$1" ] || return 0
+    for l in "$1"/*.lease; do
+        [ -f "$l" ] || continue
+        id=${l##*/}
+        id=${id%.lease}
+        h=$(head -n 1 -- "$l" 2>/dev/null)
+        ttl=$(printf '%s\n' "$h" | tr ' ' '\n' | sed -n 's/^ttl_min=\([0-9][0-9]*\)$/\1/p')
+        st=0
+        [ -n "$(find "$l" -prune -mmin +"${ttl:-60}" 2>/dev/null)" ] && st=1
+        echo "lease=$id $st $h"
+    done
+    for t in "$1"/*; do
+        [ -d "$t" ] || continue
+        id=${t##*/}
+        [ -e "$t.lease" ] || echo "orphan=$id"
+    done
+}
+
+# Removes run tree RUNS/ID if its lease still says HOLDER ("" = it has no lease). Renaming the
+# lease first makes the decision once: of two runs reaping the same tree, one rename wins, and
+# a holder that was only slow sees its lease gone (renew prints lease=lost).
+run_reap() {
+    r_runs=$1 r_id=$2 r_holder=$3
+    case "$r_id" in "" | . | .. | */* | .*) return 0 ;; esac
+    if [ -n "$r_holder" ]; then
+        [ "$(head -n 1 -- "$r_runs/$r_id.lease" 2>/dev/null)" = "$r_holder" ] || return 0
+        mv -- "$r_runs/$r_id.lease" "$r_runs/$r_id.reaped.$$" 2>/dev/null || return 0
+    elif [ -e "$r_runs/$r_id.lease" ]; then
+        return 0
+    fi
+    rm -rf -- "$r_runs/$r_id" 2>/dev/null
+    rm -f -- "$r_runs/$r_id.reaped.$$"
+    echo "reaped=$r_id"
+}
+
+# Makes RUNS/ID: the lease first (so a tree never exists without one), then hard links of
+# the base. rsync replaces a changed file by a new one (temp file + rename), so a later sync
+# into the base never changes a file this tree sees. .pytest_cache is copied, not linked:
+# pytest's cache writes its values in place.
+run_make() {
+    m_runs=$1 m_id=$2 m_lease=$3
+    mkdir -p -- "$m_runs" || { echo "error=cannot create $m_runs"; return 1; }
+    [ -f "$m_runs/$runs_marker" ] || printf '%s\n' "Made by pytest-cloud: one tree per run of $dir; removed when the run ends." >"$m_runs/$runs_marker" ||
+        { echo "error=cannot write $m_runs/$runs_marker"; return 1; }
+    printf '%s\n' "$m_lease" >"$m_runs/$m_id.lease.tmp" && mv -f -- "$m_runs/$m_id.lease.tmp" "$m_runs/$m_id.lease" ||
+        { echo "error=cannot write $m_runs/$m_id.lease"; return 1; }
+    if ! cp -al -- "$dir" "$m_runs/$m_id" 2>/dev/null; then
+        # cp -l is GNU and busybox; rsync (which the node has) links as well, a little slower.
+        rm -rf -- "$m_runs/$m_id"
+        rsync -rlpt --link-dest="$dir/" -- "$dir/" "$m_runs/$m_id/" 2>/dev/null ||
+            { rm -rf -- "$m_runs/$m_id"; rm -f -- "$m_runs/$m_id.lease"; echo "error=cannot make the run tree $m_runs/$m_id"; return 1; }
+    fi
+    if [ -d "$dir/.pytest_cache" ]; then
+        rm -rf -- "$m_runs/$m_id/.pytest_cache" && cp -Rp -- "$dir/.pytest_cache" "$m_runs/$m_id/.pytest_cache" ||
+            { echo "error=cannot copy .pytest_cache into $m_runs/$m_id"; return 1; }
+    fi
+    : >"$m_runs/$m_id/$run_stamp"
+    echo "run_dir=$m_runs/$m_id"
+}
+
+# Bytecode compiled in a run tree is given to the base (a hard link), so the next run's tree
+# starts with it, where the base still has that very source file (same inode) and no bytecode
+# of its own. Python writes .pyc files by temp file + rename, so sharing them is safe.
+run_harvest() {
+    h_tree=$1
+    [ -f "$h_tree/$run_stamp" ] && [ -d "$dir" ] || return 0
+    find "$h_tree" -type f -name '*.pyc' -newer "$h_tree/$run_stamp" -exec sh -c '
+        tree=$1 base=$2
+        shift 2
+        for f do
+            rel=${f#"$tree"/}
+            case "$rel" in
+            __pycache__/*) d= ;;
+            */__pycache__/*) d=${rel%/__pycache__/*}/ ;;
+            *) continue ;;
+            esac
+            name=${f##*/}
+            src=$d${name%%.*}.py
+            [ -e "$base/$rel" ] && continue
+            [ "$tree/$src" -ef "$base/$src" ] || continue
+            mkdir -p -- "$base/${d}__pycache__" 2>/dev/null && ln -- "$f" "$base/$rel" 2>/dev/null
+        done
+        exit 0' sh "$h_tree" "$dir" {} +
+}
+
+# Touches the lease while it is still LEASE (a lease renamed away by a reaper is lost).
+run_renew() {
+    if [ "$(head -n 1 -- "$1/$2.lease" 2>/dev/null)" = "$3" ] && touch -c -- "$1/$2.lease"; then
+        echo "lease=renewed"
+    else
+        echo "lease=lost"
+    fi
+}
+
+run_drop() {
+    d_runs=$1 d_id=$2 d_lease=$3
+    case "$d_id" in "" | . | .. | */* | .*) echo "error=bad run id"; return 0 ;; esac
+    run_harvest "$d_runs/$d_id"
+    if [ "$(head -n 1 -- "$d_runs/$d_id.lease" 2>/dev/null)" = "$d_lease" ]; then
+        mv -- "$d_runs/$d_id.lease" "$d_runs/$d_id.reaped.$$" 2>/dev/null
+    fi
+    rm -rf -- "$d_runs/$d_id" 2>/dev/null
+    rm -f -- "$d_runs/$d_id.reaped.$$"
+    [ -e "$d_runs/$d_id" ] && echo "error=could not remove all of $d_runs/$d_id"
+    echo "released=1"
 }
 
 # Prints the state of DIR: new, marked, empty, unsafe (with a sample of what is there).
@@ -58,7 +198,7 @@ sample() {
 
 case "$mode" in
 preflight)
-    stale=$1 break_holder=$2 py=$3 want=$4 marker_text=$5
+    stale=$1 break_holder=$2 py=$3 want=$4 marker_text=$5 runs=${6-}
     if [ -n "$py" ]; then
         if [ ! -e "$py" ]; then
             echo "python=missing"
@@ -83,6 +223,10 @@ preflight)
         end
         ;;
     esac
+    if [ -n "$runs" ] && [ "$(runs_state "$runs")" = unsafe ]; then
+        echo "runs=unsafe"
+        end
+    fi
     parent=$(dirname -- "$dir")
     mkdir -p -- "$parent" || { echo "error=cannot create $parent"; end; }
     if [ -n "$break_holder" ] && [ "$(cat "$lock/holder" 2>/dev/null)" = "$break_holder" ]; then
@@ -102,6 +246,7 @@ preflight)
         [ -n "$(find "$lock" -prune -mmin +"$stale" 2>/dev/null)" ] && echo "lock_stale=1"
         end
     fi
+    [ -n "$runs" ] && runs_list "$runs"
     # Under the lock the state may have changed (another run finished in between).
     state=$(target_state)
     case "$state" in
@@ -129,8 +274,15 @@ preflight)
     end
     ;;
 finish)
-    pth=$1 python=$2 sweep=$3 n=$4
-    shift 4
+    pth=$1 python=$2 runs=$3 run_id=$4 lease=$5 nreap=$6
+    shift 6
+    while [ "$nreap" -gt 0 ]; do
+        run_reap "$runs" "$1" "$2"
+        shift 2
+        nreap=$((nreap - 1))
+    done
+    sweep=$1 n=$2
+    shift 2
     [ -f "$dir/$marker" ] || { release; echo "error=the marker $dir/$marker is gone"; end; }
     # Bytecode whose source is gone: __pycache__/NAME.TAG[.opt-N].pyc belongs to ../NAME.py.
     # A changed source needs nothing: Python checks each .pyc against its source's mtime and
@@ -175,21 +327,38 @@ finish)
             rm -f -- "$dir/$pth"
         fi
     fi
+    : >"$dir/$synced" || { release; echo "error=cannot write $dir/$synced"; end; }
+    tree=$dir
+    if [ -n "$run_id" ]; then
+        run_make "$runs" "$run_id" "$lease" || { release; end; }
+        tree=$runs/$run_id
+    fi
+    release
     if [ -n "$python" ]; then
-        if out=$("$python" -c '
-import sys
-missing = [p for p in sys.argv[1:] if p not in sys.path]
+        # The .pth lines are relative to its own directory (site-packages), so they hold in
+        # any tree; checked where the run's workers will be.
+        if out=$("$tree/$python" -c '
+import os, sys
+pth = sys.argv[1]
+want = [os.path.abspath(os.path.join(os.path.dirname(pth), l)) for l in sys.argv[2:]]
+missing = [p for p in want if p not in sys.path]
 if missing:
     sys.exit("not on sys.path: " + " ".join(missing))
-print("%d.%d.%d" % sys.version_info[:3])' "$@" 2>&1); then
+print("%d.%d.%d" % sys.version_info[:3])' "$tree/$pth" "$@" 2>&1); then
             echo "venv=ok $out"
         else
             echo "venv=failed"
             printf '%s\n' "$out" | tail -n 5 | sed 's/^/venv_message=/'
         fi
     fi
-    : >"$dir/$synced" || { release; echo "error=cannot write $dir/$synced"; end; }
-    release
+    end
+    ;;
+renew)
+    run_renew "$1" "$2" "$3"
+    end
+    ;;
+drop)
+    run_drop "$1" "$2" "$3"
     end
     ;;
 release)

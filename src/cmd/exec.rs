@@ -41,6 +41,7 @@
 use crate::cli::{ExecArgs, ExecPer};
 use crate::cmd::apply_ssh_args;
 use crate::engine::exec::{self, ExecOptions, Per};
+use crate::engine::lease;
 use crate::error::{Error, Exit, Outcome, Result};
 use crate::schema;
 use std::io::Write;
@@ -57,6 +58,7 @@ pub fn run(args: &ExecArgs, out: &mut dyn Write) -> Result<Outcome> {
     };
     exec::check_placeholders(&args.command, per)?;
     let doc = schema::read_stdin_document("sync or plan")?;
+    let (lease_config, held) = held_leases(&doc)?;
     let (nodes, mut settings) = exec::read_nodes(doc)?;
     if nodes.is_empty() {
         return Err(Error::new(
@@ -77,6 +79,22 @@ pub fn run(args: &ExecArgs, out: &mut dyn Write) -> Result<Outcome> {
         output_dir: args.output_dir.clone(),
         quiet: args.quiet,
     };
-    let summary = exec::run(&nodes, &settings, &opts, out)?;
+    // The run trees stay reserved while the jobs run (and the sync's --keep-minutes after).
+    let (summary, _) = lease::renewing(&lease_config, &held, args.quiet, || exec::run(&nodes, &settings, &opts, out));
+    let summary = summary?;
     Ok(if summary.failed == 0 { Outcome::Complete } else { Outcome::Partial })
+}
+
+/// The run trees a sync document (or a session's) holds, to renew while the jobs run.
+fn held_leases(doc: &serde_json::Value) -> Result<(std::path::PathBuf, Vec<lease::Held>)> {
+    let sync = match schema::kind_of(doc) {
+        "sync" => doc,
+        "session" => match doc.get("sync") {
+            Some(s) => s,
+            None => return Ok(Default::default()),
+        },
+        _ => return Ok(Default::default()),
+    };
+    let sync: schema::SyncDoc = schema::from_value(sync.clone(), "sync")?;
+    lease::held_in(&sync)
 }

@@ -9,6 +9,7 @@ pub mod man;
 pub mod plan;
 pub mod probe;
 pub mod pytest;
+pub mod release;
 pub mod sync;
 
 pub use crate::engine::say;

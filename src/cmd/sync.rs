@@ -40,6 +40,7 @@ pub fn run(args: &SyncArgs, out: &mut dyn Write) -> Result<Outcome> {
         develop_eggs: args.develop_egg.clone(),
         lock_wait: Duration::from_secs(args.lock_wait),
         live_progress: tty,
+        lease_ttl_min: args.keep_minutes,
         ..SyncOptions::default()
     };
     interrupt::install();

@@ -4,6 +4,7 @@
 //! drive: `ssh`, `rsync`, `parallel`, `proc`, `venv`, `project`.
 
 pub mod exec;
+pub mod lease;
 pub mod plan;
 pub mod probe;
 pub mod session;

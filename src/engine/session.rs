@@ -103,7 +103,12 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     // GNU parallel (sync's fan-out) takes 0.1-0.5 s of CPU to start: start it now, so that it
     // is ready when the probe and the pre-flights are done. It runs nothing until sync
     // feeds it a node that passed its pre-flight; if it cannot start, sync says why later.
-    let sync_opts = sync_options(opts);
+    let mut sync_opts = sync_options(opts);
+    // The run trees' leases are held by the process that lives as long as the run: pytest,
+    // which is this process after exec, or the plugin's pytest that asked for a session.
+    let lease_pid = if opts.prepare { std::os::unix::process::parent_id() } else { std::process::id() };
+    sync_opts.lease_pid = lease_pid;
+    sync_opts.lease_ttl_min = crate::engine::lease::PROCESS_TTL_MIN;
     let fanout = Fanout::start(&root, &settings, &nodes, &sync_opts).ok();
     let t = Instant::now();
     let pythons = vec![opts.python.clone().unwrap_or_else(|| "python3".into())];
@@ -132,6 +137,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     let t = Instant::now();
     let synced = sync_for_launcher(&plan, &sync_opts, fanout, quiet)?;
     timings.insert("sync".to_string(), t.elapsed().as_millis() as u64);
+    start_keeper(&synced, lease_pid, opts.prepare);
 
     let mut header = Vec::new();
     for n in &synced.nodes {
@@ -203,6 +209,31 @@ fn sync_for_launcher(plan: &Plan, sync_opts: &SyncOptions, fanout: Option<Fanout
         _ => {}
     };
     sync::sync_plan_with(plan, sync_opts, &progress, fanout)
+}
+
+/// Starts `pytest-cloud release --wait-pid PID` beside the run: it renews the run trees' leases
+/// while PID (pytest) lives, then removes the trees. Started from the launcher, it keeps the
+/// launcher's stdout and stderr, so whoever reads them to their end (a pipe, a test) sees the
+/// nodes clean when they close; for the plugin (`--cloud-prepare`), whose pytest reads this
+/// process's output, it holds none. If it cannot start, the trees are reaped by a later run
+/// once PID is gone (share/doc/sync-safety.md).
+fn start_keeper(sync_doc: &schema::SyncDoc, pid: u32, detached: bool) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["release", "--wait-pid", &pid.to_string()]).stdin(Stdio::piped());
+    if detached {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    match cmd.spawn() {
+        Ok(mut child) => {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(schema::to_pretty(sync_doc).as_bytes());
+            }
+        }
+        Err(e) => eprintln!("pytest-cloud: warning: could not start the lease keeper ({e}); the run trees are removed by a later run"),
+    }
 }
 
 /// Writes the glue module into the private runtime dir (content-addressed) and returns the

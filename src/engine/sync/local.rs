@@ -6,6 +6,7 @@ use super::{SyncEvent, SyncOptions};
 use crate::error::{Error, Result};
 use crate::proc::Cmd;
 use crate::schema::Plan;
+use crate::engine::lease;
 use crate::{project, rsync, venv};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,9 @@ pub(super) struct Local {
     pub(super) editable: Vec<String>,
     pub(super) holder: String,
     pub(super) hostname: String,
+    /// This run's tree name on every node, and its lease line.
+    pub(super) run_id: String,
+    pub(super) lease: String,
 }
 
 pub(super) struct LocalVenv {
@@ -145,7 +149,9 @@ pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&S
         project::local_user(),
         root.display()
     ));
-    Ok(Local { root, venv: venv.map(|v| v.0), editable, holder, hostname })
+    let run_id = lease::new_run_id();
+    let lease = lease::lease_line(&run_id, &hostname, opts.lease_pid, opts.lease_ttl_min, &project::local_user(), &root);
+    Ok(Local { root, venv: venv.map(|v| v.0), editable, holder, hostname, run_id, lease })
 }
 
 pub(super) fn no_controls(s: &str) -> String {

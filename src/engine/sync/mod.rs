@@ -33,6 +33,7 @@ use crate::{interrupt, rsync, ssh};
 use fanout::preflight_and_transfer;
 use local::{check_local_tools, local_facts};
 use node::{finish, interrupted, inventory_destinations, node_runs};
+pub(crate) use node::node_script;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,6 +59,11 @@ pub struct SyncOptions {
     pub lock_stale: Duration,
     /// Ask rsync for progress updates (read while it runs).
     pub live_progress: bool,
+    /// The process that holds the run trees' leases (renews and releases them); 0 = none
+    /// (`sync` alone: only the lease's age counts, `exec` renews it).
+    pub lease_pid: u32,
+    /// Minutes a lease stays valid without renewal.
+    pub lease_ttl_min: u64,
 }
 
 impl Default for SyncOptions {
@@ -73,6 +79,8 @@ impl Default for SyncOptions {
             lock_wait: Duration::from_secs(60),
             lock_stale: Duration::from_secs(3600),
             live_progress: false,
+            lease_pid: 0,
+            lease_ttl_min: crate::engine::lease::DETACHED_TTL_MIN,
         }
     }
 }
@@ -160,8 +168,19 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
                 dropped.push(d);
             }
             (None, Some((code, stats))) => {
+                let base = r.planned.remote_dir.clone();
+                let run_dir = r.run_dir.clone().ok_or_else(|| Error::internal(format!("node {} synced without a run tree", r.planned.node)))?;
+                let mut planned = r.planned;
+                // Workers and jobs run in the run tree, with its own venv.
+                if let Some(rest) = planned.python.strip_prefix(&format!("{base}/")) {
+                    planned.python = format!("{run_dir}/{rest}");
+                }
+                planned.remote_dir = run_dir;
                 let n = SyncedNode {
-                    planned: r.planned,
+                    planned,
+                    base_dir: Some(base),
+                    run_id: Some(local.run_id.clone()),
+                    lease: Some(local.lease.clone()),
                     bytes_sent: stats.bytes_sent,
                     files_transferred: stats.files_transferred,
                     elapsed_ms: r.started.elapsed().as_millis() as u64,

@@ -9,6 +9,7 @@ use crate::error::{Error, Exit, Result};
 use crate::proc::{Cmd, Status};
 use crate::schema::{Dropped, ErrorKind, Facts, Plan, PlannedNode, Stage};
 use crate::ssh::{self, Destination};
+use crate::engine::lease;
 use crate::{interrupt, rsync};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,6 +29,10 @@ pub(super) struct NodeRun {
     pub(super) clean_before: bool,
     /// What rsync deleted there (None: unknown, so the clean-up sweeps the whole tree).
     pub(super) deleted: Option<Vec<String>>,
+    /// Other runs' trees on the node, as preflight listed them.
+    pub(super) run_entries: Vec<lease::RunEntry>,
+    /// This run's own tree, once finish made it.
+    pub(super) run_dir: Option<String>,
     pub(super) rsync: Option<(i32, rsync::Stats)>,
     pub(super) warning: Option<String>,
     pub(super) dropped: Option<Dropped>,
@@ -85,6 +90,8 @@ pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
             locked: false,
             clean_before: false,
             deleted: None,
+            run_entries: Vec::new(),
+            run_dir: None,
             rsync: None,
             warning: None,
             dropped: None,
@@ -103,7 +110,7 @@ pub(super) fn inventory_destinations(plan: &Plan) -> Result<Vec<Destination>> {
 
 /// Runs the node script in MODE with ARGS over ssh; returns its key=value lines (in order)
 /// and the output.
-pub(super) fn node_script(config: &Path, dest: &Destination, mode: &str, args: &[&str], deadline: Duration) -> Result<(Vec<(String, String)>, crate::proc::Output)> {
+pub(crate) fn node_script(config: &Path, dest: &Destination, mode: &str, args: &[&str], deadline: Duration) -> Result<(Vec<(String, String)>, crate::proc::Output)> {
     let mut words = vec!["sh", "-s", "--", mode];
     words.extend_from_slice(args);
     let argv = ssh::command_argv(config, dest, &ssh::remote_quote(&words));
@@ -151,8 +158,9 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
     let mut break_holder = String::new();
     let mut waited_for: Option<String> = None;
     let wait_start = Instant::now();
+    let runs = lease::runs_dir(&r.planned.remote_dir);
     loop {
-        let args = [r.planned.remote_dir.as_str(), &r.lock, &local.holder, &stale_min, &break_holder, &py, &want, &marker_text];
+        let args = [r.planned.remote_dir.as_str(), &r.lock, &local.holder, &stale_min, &break_holder, &py, &want, &marker_text, &runs];
         let (kv, out) = match node_script(config, &r.dest, "preflight", &args, deadline) {
             Ok(x) => x,
             Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
@@ -201,6 +209,16 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                 ),
             );
         }
+        if get(&kv, "runs") == Some("unsafe") {
+            return r.drop_with(
+                ErrorKind::UnsafeTarget,
+                format!(
+                    "{runs} exists and was not made by pytest-cloud (no {} marker), so no run tree is made or removed there; \
+                     it was left untouched. Remove it if it is yours to lose, or pick another --chdir",
+                    lease::RUNS_MARKER
+                ),
+            );
+        }
         if let Some(e) = get(&kv, "error") {
             let stderr = out.stderr_trimmed();
             return r.drop_with(ErrorKind::SyncFailed, if stderr.is_empty() { e.to_string() } else { format!("{e}: {stderr}") });
@@ -209,6 +227,7 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
             Some("acquired") => {
                 r.locked = true;
                 r.clean_before = get(&kv, "clean") == Some("1");
+                r.run_entries = lease::parse_entries(&kv);
                 return;
             }
             Some("held") => {
@@ -303,14 +322,21 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
         return;
     }
     let (pth, python) = match &local.venv {
-        Some(v) => (v.pth.clone().unwrap_or_default(), format!("{dir}/{}/bin/python", v.rel)),
+        Some(v) => (v.pth.clone().unwrap_or_default(), format!("{}/bin/python", v.rel)),
         None => (String::new(), String::new()),
     };
-    let entries: Vec<String> =
-        local.editable.iter().map(|e| if e.is_empty() { dir.clone() } else { format!("{dir}/{e}") }).collect();
+    let entries = pth_lines(&pth, &local.editable);
     let (sweep, deleted_py) = cleanup_scope(r.clean_before, r.deleted.as_deref());
     let count = deleted_py.len().to_string();
-    let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python, sweep, &count];
+    let runs = lease::runs_dir(&dir);
+    let reap = lease::to_reap(&r.run_entries, &local.run_id, &local.hostname);
+    let nreap = reap.len().to_string();
+    let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python, &runs, &local.run_id, &local.lease, &nreap];
+    for e in &reap {
+        args.push(&e.id);
+        args.push(e.holder.as_deref().unwrap_or(""));
+    }
+    args.extend([sweep, count.as_str()]);
     args.extend(deleted_py.iter().copied());
     args.extend(entries.iter().map(String::as_str));
     let (kv, out) = match node_script(config, &r.dest, "finish", &args, deadline) {
@@ -320,14 +346,31 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
     if let Some((kind, msg)) = script_failure(&out, &kv) {
         return r.drop_with(kind, format!("after rsync: {msg}"));
     }
+    r.run_dir = get(&kv, "run_dir").map(String::from);
     if let Some(e) = get(&kv, "error") {
-        return r.drop_with(ErrorKind::SyncFailed, format!("after rsync: {e}: {}", out.stderr_trimmed()));
-    }
-    if get(&kv, "venv") == Some("failed") {
+        r.drop_with(ErrorKind::SyncFailed, format!("after rsync: {e}: {}", out.stderr_trimmed()));
+    } else if get(&kv, "venv") == Some("failed") {
         let msg: Vec<&str> = kv.iter().filter(|(k, _)| k == "venv_message").map(|(_, v)| v.as_str()).collect();
         let kind = if entries.is_empty() { ErrorKind::PythonMismatch } else { ErrorKind::DevelopFailed };
-        r.drop_with(kind, format!("the synced interpreter {python} does not work on the node: {}", msg.join(" / ")));
+        let tree = r.run_dir.as_deref().unwrap_or(&dir);
+        r.drop_with(kind, format!("the synced interpreter {tree}/{python} does not work on the node: {}", msg.join(" / ")));
+    } else if r.run_dir.is_none() {
+        r.drop_with(ErrorKind::SyncFailed, format!("after rsync: the node made no run tree: {}", out.stderr_trimmed()));
     }
+    if r.dropped.is_some() && r.run_dir.is_some() {
+        // A dropped node runs nothing: its tree goes at once.
+        let _ = node_script(config, &r.dest, "drop", &[&dir, "", "", &runs, &local.run_id, &local.lease], deadline);
+        r.run_dir = None;
+    }
+}
+
+/// The lines of the editable `.pth`: each source directory relative to the `.pth`'s own
+/// directory (site-packages), which is how `site` reads a relative line. They hold in the base
+/// and in every run tree linked from it (no node path in them).
+pub(super) fn pth_lines(pth: &str, editable: &[String]) -> Vec<String> {
+    let depth = Path::new(pth).parent().map(|p| p.components().count()).unwrap_or(0);
+    let up = vec![".."; depth].join("/");
+    editable.iter().map(|e| if e.is_empty() { up.clone() } else { format!("{up}/{e}") }).collect()
 }
 
 /// More deleted modules than this and the clean-up sweeps the tree instead of taking them
@@ -365,6 +408,12 @@ mod tests {
         assert!(holder_is_dead(&format!("pytest-cloud host={me} pid=4000000000 user=u"), &me));
         assert!(!holder_is_dead("pytest-cloud host=elsewhere pid=4000000000 user=u", &me), "another machine's pid says nothing");
         assert!(!holder_is_dead("", &me));
+    }
+
+    #[test]
+    fn pth_lines_are_relative_to_site_packages() {
+        let pth = ".venv/lib/python3.11/site-packages/000-pytest-cloud-editable.pth";
+        assert_eq!(pth_lines(pth, &["src".into(), "".into(), "libs/a/src".into()]), ["../../../../src", "../../../..", "../../../../libs/a/src"]);
     }
 
     #[test]

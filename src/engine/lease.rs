@@ -1,0 +1,336 @@
+//! Run trees and their leases: how concurrent runs on one node never touch each other's files.
+//!
+//! `sync` keeps one shared *base* per node (`<home>/<chdir>`, the marked directory rsync
+//! updates under its short lock) and makes, still under that lock, the run's own tree
+//! `<base>.pytest-cloud-runs/<run id>`: hard links of the base (`cp -al`), so it costs no
+//! transfer, and a later sync into the base never changes a file the run sees (rsync writes a
+//! changed file as a new file and renames it over the old name). The run's workers and exec's
+//! jobs work there. The rules and the measurements: share/doc/sync-safety.md.
+//!
+//! Each run tree has a lease `<runs>/<run id>.lease`: one holder line (this module's
+//! [`lease_line`]) whose mtime is the heartbeat. The holder renews it (touch) every
+//! [`RENEW_EVERY`] while the run lives and removes tree and lease when it ends
+//! (`pytest-cloud release`). A later sync removes another run's tree when its lease is stale:
+//! not renewed for the `ttl_min` minutes the holder line names (the node decides, by the
+//! lease's mtime on its own clock), or at once when the holder names this very machine
+//! (hostname and boot id) and its process is gone.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Beside the base: the directory holding the run trees and their leases.
+pub const RUNS_SUFFIX: &str = ".pytest-cloud-runs";
+
+/// The marker at the top of the runs directory (`src/sync_node.sh`): nothing is made or
+/// removed in a runs directory without it.
+pub const RUNS_MARKER: &str = ".pytest-cloud-runs";
+
+/// How often a live run touches its leases.
+pub const RENEW_EVERY: Duration = Duration::from_secs(20);
+
+/// A lease held by a process (the launcher, the plugin's pytest): stale after this many
+/// minutes without renewal (6 missed renewals), or at once when that process is gone.
+pub const PROCESS_TTL_MIN: u64 = 2;
+
+/// A lease made by `sync` alone (no process holds it; `exec` renews it while it runs):
+/// stale this many minutes after its last renewal unless `--keep-minutes` says otherwise.
+pub const DETACHED_TTL_MIN: u64 = 30;
+
+pub fn runs_dir(base: &str) -> String {
+    format!("{base}{RUNS_SUFFIX}")
+}
+
+/// A run id: unique per run, usable in a path, an xdist spec and a shell word unquoted.
+pub fn new_run_id() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut noise = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut noise);
+    }
+    let mix = u32::from_le_bytes(noise) ^ now.subsec_nanos();
+    format!("r{}-{}-{:08x}", now.as_secs(), std::process::id(), mix)
+}
+
+/// This machine's boot id (Linux), so that "same host" also means "same boot": a pid is only
+/// meaningful within one.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// The lease's one line. `pid=0`: no process holds it (`sync` alone); only its age counts.
+pub fn lease_line(run_id: &str, host: &str, pid: u32, ttl_min: u64, user: &str, source: &Path) -> String {
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let line = format!(
+        "pytest-cloud run={run_id} host={host} boot={} pid={pid} ttl_min={ttl_min} user={user} started_unix={started} source={}",
+        boot_id(),
+        source.display()
+    );
+    line.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key))
+}
+
+/// Whether the holder named by `line` is a process of this machine (same hostname and boot)
+/// that no longer exists: its run is over, whatever the lease's age.
+pub fn holder_gone_here(line: &str, hostname: &str) -> bool {
+    let here = boot_id();
+    match (field(line, "host="), field(line, "boot="), field(line, "pid=").and_then(|p| p.parse::<u32>().ok())) {
+        (Some(h), Some(b), Some(pid)) if pid != 0 && h == hostname && !here.is_empty() && b == here => !pid_alive(pid),
+        _ => false,
+    }
+}
+
+/// A process that exists and is not a zombie (an exited pytest whose parent has not waited
+/// for it yet is over, as far as its run trees go).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last ')' (comm may hold anything).
+        Ok(stat) => !matches!(stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()), Some('Z' | 'X')),
+        Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
+    }
+}
+
+/// What preflight said about one entry of the runs directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEntry {
+    pub id: String,
+    /// The lease line; None: a tree without a lease (what a removal cut short leaves).
+    pub holder: Option<String>,
+    /// The node found the lease older than its ttl.
+    pub stale: bool,
+}
+
+/// Reads preflight's `lease=ID STALE HOLDER` and `orphan=ID` lines.
+pub fn parse_entries(kv: &[(String, String)]) -> Vec<RunEntry> {
+    let mut out = Vec::new();
+    for (k, v) in kv {
+        match k.as_str() {
+            "lease" => {
+                let mut it = v.splitn(3, ' ');
+                let (Some(id), Some(st)) = (it.next(), it.next()) else { continue };
+                out.push(RunEntry { id: id.to_string(), holder: Some(it.next().unwrap_or("").to_string()), stale: st == "1" });
+            }
+            "orphan" => out.push(RunEntry { id: v.clone(), holder: None, stale: true }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The trees a sync removes: orphans, stale leases, and leases whose holder is gone here.
+/// Never our own run.
+pub fn to_reap<'a>(entries: &'a [RunEntry], own_id: &str, hostname: &str) -> Vec<&'a RunEntry> {
+    entries
+        .iter()
+        .filter(|e| e.id != own_id)
+        .filter(|e| match &e.holder {
+            None => true,
+            Some(h) => e.stale || holder_gone_here(h, hostname),
+        })
+        .collect()
+}
+
+/// A run tree as the sync document names it, for renewing and releasing.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub node: String,
+    pub dest: crate::ssh::Destination,
+    pub base: String,
+    pub runs: String,
+    pub id: String,
+    pub lease: String,
+}
+
+/// The run trees a sync document holds (nodes synced into a run tree), with the ssh config
+/// its nodes use.
+pub fn held_in(doc: &crate::schema::SyncDoc) -> Result<(std::path::PathBuf, Vec<Held>)> {
+    let dests: Vec<crate::ssh::Destination> = doc
+        .plan
+        .inventory
+        .nodes
+        .iter()
+        .map(|n| crate::ssh::Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("the inventory's node {:?}: {m}", n.node))))
+        .collect::<Result<_>>()?;
+    let mut held = Vec::new();
+    for n in &doc.nodes {
+        let (Some(run_id), Some(lease)) = (&n.run_id, &n.lease) else { continue };
+        let Some(base) = &n.base_dir else { continue };
+        let dest = crate::ssh::Destination::parse(&n.planned.node).map_err(|m| Error::bad_input(format!("the node {:?}: {m}", n.planned.node)))?;
+        if run_id.is_empty() || run_id.contains(['/', ' ', '\n']) || run_id.starts_with('.') {
+            return Err(Error::bad_input(format!("node {}: run_id {run_id:?} is not a run id", n.planned.node)));
+        }
+        held.push(Held { node: n.planned.node.clone(), dest, base: base.clone(), runs: runs_dir(base), id: run_id.clone(), lease: lease.clone() });
+    }
+    let config = if held.is_empty() { std::path::PathBuf::new() } else { crate::ssh::write_config(&doc.plan.inventory.ssh, &dests)? };
+    Ok((config, held))
+}
+
+/// What one renewal or release on one node gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAnswer {
+    Done,
+    /// The lease was no longer ours (taken over after it went stale).
+    Lost,
+    Failed(String),
+}
+
+/// Touches every lease, all nodes at once.
+pub fn renew_all(config: &Path, held: &[Held], deadline: Duration) -> Vec<NodeAnswer> {
+    on_all(config, held, "renew", deadline)
+}
+
+/// Removes every run tree and its lease (after handing new bytecode to the base).
+pub fn drop_all(config: &Path, held: &[Held], deadline: Duration) -> Vec<NodeAnswer> {
+    on_all(config, held, "drop", deadline)
+}
+
+fn on_all(config: &Path, held: &[Held], mode: &str, deadline: Duration) -> Vec<NodeAnswer> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = held
+            .iter()
+            .map(|h| {
+                s.spawn(move || {
+                    let args = [h.base.as_str(), "", "", &h.runs, &h.id, &h.lease];
+                    match crate::engine::sync::node_script(config, &h.dest, mode, &args, deadline) {
+                        Err(e) => NodeAnswer::Failed(e.message),
+                        Ok((kv, out)) => {
+                            let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+                            if get("sync_node_end").is_none() {
+                                NodeAnswer::Failed(format!("exit {}: {}", out.status.shell_code(), out.stderr_trimmed()))
+                            } else if let Some(e) = get("error") {
+                                NodeAnswer::Failed(e)
+                            } else if get("lease").as_deref() == Some("lost") {
+                                NodeAnswer::Lost
+                            } else {
+                                NodeAnswer::Done
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| NodeAnswer::Failed("panicked".into()))).collect()
+    })
+}
+
+/// Runs `f` while a thread renews the leases every [`RENEW_EVERY`] (once at once, too), so
+/// that nothing removes the trees under it. A lost lease is said on stderr. Returns `f`'s
+/// value and which nodes answered the last renewal (a node that did not may be lost: its
+/// release is then given less time).
+pub fn renewing<T>(config: &Path, held: &[Held], quiet: bool, f: impl FnOnce() -> T) -> (T, Vec<bool>) {
+    let answered = std::sync::Mutex::new(vec![true; held.len()]);
+    if held.is_empty() {
+        return (f(), Vec::new());
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut said = vec![false; held.len()];
+            let mut last: Option<std::time::Instant> = None;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if last.is_none_or(|t| t.elapsed() >= RENEW_EVERY) {
+                    last = Some(std::time::Instant::now());
+                    let answers = renew_all(config, held, Duration::from_secs(20));
+                    let mut ok = answered.lock().unwrap_or_else(|p| p.into_inner());
+                    for (i, a) in answers.into_iter().enumerate() {
+                        ok[i] = !matches!(a, NodeAnswer::Failed(_));
+                        if a == NodeAnswer::Lost && !said[i] && !quiet {
+                            said[i] = true;
+                            eprintln!(
+                                "pytest-cloud: {}: warning: the lease of {}/{} was taken over (not renewed in time); a later run may have removed that tree",
+                                held[i].node, held[i].runs, held[i].id
+                            );
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let out = f();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    });
+    (out, answered.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Releases every tree: nodes that answered their last renewal get `deadline`, the others a
+/// few seconds (a node that is gone cannot be cleaned now; a later run reaps its tree).
+pub fn drop_answered(config: &Path, held: &[Held], answered: &[bool], deadline: Duration) -> Vec<NodeAnswer> {
+    let (live, dead): (Vec<usize>, Vec<usize>) = (0..held.len()).partition(|&i| answered.get(i).copied().unwrap_or(true));
+    let pick = |ix: &[usize]| ix.iter().map(|&i| held[i].clone()).collect::<Vec<_>>();
+    let mut out = vec![NodeAnswer::Done; held.len()];
+    std::thread::scope(|s| {
+        let a = s.spawn(|| drop_all(config, &pick(&live), deadline));
+        let b = s.spawn(|| drop_all(config, &pick(&dead), Duration::from_secs(5)));
+        for (ix, answers) in [(&live, a.join()), (&dead, b.join())] {
+            for (&i, ans) in ix.iter().zip(answers.unwrap_or_default()) {
+                out[i] = ans;
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_unique_and_plain() {
+        let (a, b) = (new_run_id(), new_run_id());
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{a}");
+    }
+
+    #[test]
+    fn entries_are_read_and_only_dead_ones_reaped() {
+        let host = "ctl";
+        let boot = boot_id();
+        let dead = format!("pytest-cloud run=r2 host={host} boot={boot} pid=4000000000 ttl_min=2");
+        let alive = format!("pytest-cloud run=r3 host={host} boot={boot} pid={} ttl_min=2", std::process::id());
+        let kv: Vec<(String, String)> = [
+            ("lease", "r1 1 pytest-cloud run=r1 host=other boot=x pid=7 ttl_min=2".to_string()),
+            ("lease", format!("r2 0 {dead}")),
+            ("lease", format!("r3 0 {alive}")),
+            ("lease", "r4 0 pytest-cloud run=r4 host=other boot=x pid=1 ttl_min=2".to_string()),
+            ("orphan", "r5".to_string()),
+            ("lease", "mine 1 whatever".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let entries = parse_entries(&kv);
+        assert_eq!(entries.len(), 6);
+        assert_eq!(entries[4], RunEntry { id: "r5".into(), holder: None, stale: true });
+        let reaped: Vec<&str> = to_reap(&entries, "mine", host).iter().map(|e| e.id.as_str()).collect();
+        // stale by age, holder gone here, orphan; not the live one, another host's fresh one, or ours.
+        assert_eq!(reaped, ["r1", "r2", "r5"]);
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(pid_alive(std::process::id()));
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not waited for: a zombie once it exited.
+        for _ in 0..200 {
+            if !pid_alive(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!pid_alive(pid) && Path::new(&format!("/proc/{pid}")).exists());
+        drop(child);
+    }
+
+    #[test]
+    fn a_detached_lease_counts_only_by_age() {
+        let line = lease_line("r1", "ctl", 0, 30, "me", Path::new("/p"));
+        assert!(line.contains(" pid=0 ttl_min=30 ") && !holder_gone_here(&line, "ctl"), "{line}");
+        assert!(!holder_gone_here(&lease_line("r1", "ctl", std::process::id(), 2, "me", Path::new("/p")), "ctl"));
+    }
+}
