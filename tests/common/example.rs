@@ -8,23 +8,38 @@ use std::process::Command;
 
 pub struct Example {
     pub dir: tempfile::TempDir,
+    /// The project's folder inside `dir` ("" = `dir` itself).
+    name: String,
 }
 
 impl Example {
     pub fn new() -> Example {
+        Self::make("")
+    }
+
+    /// The example in a folder with this name (inside a fresh temporary directory), so two
+    /// checkouts of "one project" can have the same basename.
+    pub fn named(name: &str) -> Example {
+        Self::make(name)
+    }
+
+    fn make(name: &str) -> Example {
         let dir = tempfile::Builder::new().prefix("pc-example-").tempdir().unwrap();
         set_mode(dir.path(), 0o755);
+        let root = if name.is_empty() { dir.path().to_path_buf() } else { dir.path().join(name) };
+        std::fs::create_dir_all(&root).unwrap();
+        set_mode(&root, 0o755);
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("share/example");
-        run(Command::new("cp").arg("-r").arg(format!("{}/.", src.display())).arg(dir.path()));
-        run(Command::new("/usr/bin/python3").args(["-m", "venv", ".venv"]).current_dir(dir.path()));
+        run(Command::new("cp").arg("-r").arg(format!("{}/.", src.display())).arg(&root));
+        run(Command::new("/usr/bin/python3").args(["-m", "venv", ".venv"]).current_dir(&root));
         run(Command::new(".venv/bin/python")
             .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", ".", "pytest>=8,<10", "pytest-xdist>=3.6,<3.9"])
-            .current_dir(dir.path()));
-        Example { dir }
+            .current_dir(&root));
+        Example { dir, name: name.to_string() }
     }
 
     pub fn root(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
+        if self.name.is_empty() { self.dir.path().to_path_buf() } else { self.dir.path().join(&self.name) }
     }
 
     pub fn python(&self) -> PathBuf {
