@@ -34,6 +34,9 @@ _pytest__cloud() {
             pytest__cloud,pytest)
                 cmd="pytest__cloud__subcmd__pytest"
                 ;;
+            pytest__cloud,release)
+                cmd="pytest__cloud__subcmd__release"
+                ;;
             pytest__cloud,sync)
                 cmd="pytest__cloud__subcmd__sync"
                 ;;
@@ -55,6 +58,9 @@ _pytest__cloud() {
             pytest__cloud__subcmd__help,pytest)
                 cmd="pytest__cloud__subcmd__help__subcmd__pytest"
                 ;;
+            pytest__cloud__subcmd__help,release)
+                cmd="pytest__cloud__subcmd__help__subcmd__release"
+                ;;
             pytest__cloud__subcmd__help,sync)
                 cmd="pytest__cloud__subcmd__help__subcmd__sync"
                 ;;
@@ -65,7 +71,7 @@ _pytest__cloud() {
 
     case "${cmd}" in
         pytest__cloud)
-            opts="-h -V --help --version probe plan sync exec completions pytest help"
+            opts="-h -V --help --version probe plan sync exec release completions pytest help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,7 +145,7 @@ _pytest__cloud() {
             return 0
             ;;
         pytest__cloud__subcmd__help)
-            opts="probe plan sync exec completions pytest help"
+            opts="probe plan sync exec release completions pytest help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -223,6 +229,20 @@ _pytest__cloud() {
             return 0
             ;;
         pytest__cloud__subcmd__help__subcmd__pytest)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pytest__cloud__subcmd__help__subcmd__release)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -396,8 +416,26 @@ _pytest__cloud() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pytest__cloud__subcmd__release)
+            opts="-q -h --wait-pid --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --wait-pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pytest__cloud__subcmd__sync)
-            opts="-q -h --source --rsync-bandwidth-limit --rsync-max-processes --rsync-cipher --exclude --include-git --develop-egg --lock-wait --ssh-config --connect-timeout --control-persist --quiet --help"
+            opts="-q -h --source --rsync-bandwidth-limit --rsync-max-processes --rsync-cipher --exclude --include-git --develop-egg --lock-wait --keep-minutes --ssh-config --connect-timeout --control-persist --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -428,6 +466,10 @@ _pytest__cloud() {
                     return 0
                     ;;
                 --lock-wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-minutes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

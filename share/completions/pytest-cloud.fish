@@ -30,6 +30,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "probe" -d
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "plan" -d 'Plan test processes per node from an inventory on stdin. Writes a plan'
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "sync" -d 'Rsync the project root (virtualenv included) to every planned node. Writes a sync document'
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "exec" -d 'Run a command on every synced node or slot. Writes JSON Lines'
+complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "release" -d 'Remove the run trees a sync document holds on its nodes, with their leases'
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "completions" -d 'Print a shell completion script (generated from these very definitions) on stdout'
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -59,6 +60,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l rsync
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l exclude -d 'Do not sync files matching this rsync pattern (also kept on the nodes). Repeatable. More rules, in rsync filter syntax, go in .pytest-cloud-ignore at the project root' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l develop-egg -d 'A package directory inside the project whose sources the nodes import from their synced copy (like `pip install -e`, with no pip or index on the node). Repeatable; adds to ini `cloud_develop_eggs`' -r -F
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l lock-wait -d 'Wait this long for another run\'s lock on a node\'s directory before dropping the node' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l keep-minutes -d 'Keep this run\'s tree on the nodes this long after the sync (and after each exec that uses it) before a later run may remove it; `pytest-cloud release` removes it at once' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l ssh-config -d 'ssh config file used for every ssh call (as `ssh -F`); default: ssh\'s own (~/.ssh/config and /etc/ssh/ssh_config)' -r -F
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l connect-timeout -d 'ssh ConnectTimeout in seconds (TCP connect and banner)' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l control-persist -d 'Keep each node\'s shared ssh connection open this long after use; 0 = no sharing' -r
@@ -76,6 +78,9 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l conne
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l control-persist -d 'Keep each node\'s shared ssh connection open this long after use; 0 = no sharing' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -s q -l quiet -d 'No progress on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand release" -l wait-pid -d 'First keep the leases renewed while process PID lives (what the launcher runs beside pytest), then release' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand release" -s q -l quiet -d 'No report on stderr'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand release" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-node -d 'node to run tests on: [user@]host[:port] or an ssh alias; repeatable' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-nodes -d 'space-separated nodes; repeatable' -r
@@ -94,11 +99,12 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l clo
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-prepare -d 'probe, plan and sync, then print a session document instead of running pytest'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-quiet -d 'no header or progress on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-help -d 'this help'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "probe" -d 'Probe nodes over ssh, concurrently: CPUs, memory, Python, rsync. Writes an inventory'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "plan" -d 'Plan test processes per node from an inventory on stdin. Writes a plan'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "sync" -d 'Rsync the project root (virtualenv included) to every planned node. Writes a sync document'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "exec" -d 'Run a command on every synced node or slot. Writes JSON Lines'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "completions" -d 'Print a shell completion script (generated from these very definitions) on stdout'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec completions pytest help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec release completions pytest help" -f -a "probe" -d 'Probe nodes over ssh, concurrently: CPUs, memory, Python, rsync. Writes an inventory'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec release completions pytest help" -f -a "plan" -d 'Plan test processes per node from an inventory on stdin. Writes a plan'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec release completions pytest help" -f -a "sync" -d 'Rsync the project root (virtualenv included) to every planned node. Writes a sync document'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec release completions pytest help" -f -a "exec" -d 'Run a command on every synced node or slot. Writes JSON Lines'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec release completions pytest help" -f -a "release" -d 'Remove the run trees a sync document holds on its nodes, with their leases'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec release completions pytest help" -f -a "completions" -d 'Print a shell completion script (generated from these very definitions) on stdout'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec release completions pytest help" -f -a "pytest" -d 'Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand help; and not __fish_seen_subcommand_from probe plan sync exec release completions pytest help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -f -a "bash zsh fish"

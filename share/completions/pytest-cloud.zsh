@@ -68,6 +68,7 @@ _arguments "${_arguments_options[@]}" : \
 '*--exclude=[Do not sync files matching this rsync pattern (also kept on the nodes). Repeatable. More rules, in rsync filter syntax, go in .pytest-cloud-ignore at the project root]:PATTERN:_default' \
 '*--develop-egg=[A package directory inside the project whose sources the nodes import from their synced copy (like \`pip install -e\`, with no pip or index on the node). Repeatable; adds to ini \`cloud_develop_eggs\`]:PATH:_files' \
 '--lock-wait=[Wait this long for another run'\''s lock on a node'\''s directory before dropping the node]:SECS:_default' \
+'--keep-minutes=[Keep this run'\''s tree on the nodes this long after the sync (and after each exec that uses it) before a later run may remove it; \`pytest-cloud release\` removes it at once]:MINUTES:_default' \
 '--ssh-config=[ssh config file used for every ssh call (as \`ssh -F\`); default\: ssh'\''s own (~/.ssh/config and /etc/ssh/ssh_config)]:FILE:_files' \
 '--connect-timeout=[ssh ConnectTimeout in seconds (TCP connect and banner)]:SECS:_default' \
 '--control-persist=[Keep each node'\''s shared ssh connection open this long after use; 0 = no sharing]:SECS:_default' \
@@ -94,6 +95,15 @@ slot\:"One job per slot\: \`slots\` jobs on each node"))' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 '*::command -- The command to run, after `--`, as words\: each reaches the node as one word. {node} {slot} {slots} {worker} {dir} {python} are replaced per job:_default' \
+&& ret=0
+;;
+(release)
+_arguments "${_arguments_options[@]}" : \
+'--wait-pid=[First keep the leases renewed while process PID lives (what the launcher runs beside pytest), then release]:PID:_default' \
+'-q[No report on stderr]' \
+'--quiet[No report on stderr]' \
+'-h[Print help]' \
+'--help[Print help]' \
 && ret=0
 ;;
 (completions)
@@ -153,6 +163,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(release)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -181,6 +195,7 @@ _pytest-cloud_commands() {
 'plan:Plan test processes per node from an inventory on stdin. Writes a plan' \
 'sync:Rsync the project root (virtualenv included) to every planned node. Writes a sync document' \
 'exec:Run a command on every synced node or slot. Writes JSON Lines' \
+'release:Remove the run trees a sync document holds on its nodes, with their leases' \
 'completions:Print a shell completion script (generated from these very definitions) on stdout' \
 'pytest:Run pytest with its workers on the nodes\: probe, plan, sync, then pytest-xdist' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -204,6 +219,7 @@ _pytest-cloud__subcmd__help_commands() {
 'plan:Plan test processes per node from an inventory on stdin. Writes a plan' \
 'sync:Rsync the project root (virtualenv included) to every planned node. Writes a sync document' \
 'exec:Run a command on every synced node or slot. Writes JSON Lines' \
+'release:Remove the run trees a sync document holds on its nodes, with their leases' \
 'completions:Print a shell completion script (generated from these very definitions) on stdout' \
 'pytest:Run pytest with its workers on the nodes\: probe, plan, sync, then pytest-xdist' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -240,6 +256,11 @@ _pytest-cloud__subcmd__help__subcmd__pytest_commands() {
     local commands; commands=()
     _describe -t commands 'pytest-cloud help pytest commands' commands "$@"
 }
+(( $+functions[_pytest-cloud__subcmd__help__subcmd__release_commands] )) ||
+_pytest-cloud__subcmd__help__subcmd__release_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud help release commands' commands "$@"
+}
 (( $+functions[_pytest-cloud__subcmd__help__subcmd__sync_commands] )) ||
 _pytest-cloud__subcmd__help__subcmd__sync_commands() {
     local commands; commands=()
@@ -259,6 +280,11 @@ _pytest-cloud__subcmd__probe_commands() {
 _pytest-cloud__subcmd__pytest_commands() {
     local commands; commands=()
     _describe -t commands 'pytest-cloud pytest commands' commands "$@"
+}
+(( $+functions[_pytest-cloud__subcmd__release_commands] )) ||
+_pytest-cloud__subcmd__release_commands() {
+    local commands; commands=()
+    _describe -t commands 'pytest-cloud release commands' commands "$@"
 }
 (( $+functions[_pytest-cloud__subcmd__sync_commands] )) ||
 _pytest-cloud__subcmd__sync_commands() {
