@@ -39,7 +39,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  pytest-cloud sync < plan.json | pytest-cloud exec --per slot -- sh -c 'echo {node} {slot}/{slots}'")]
     Exec(ExecArgs),
     /// Remove the run trees a sync document holds on its nodes, with their leases.
-    #[command(after_help = "Example:\n  pytest-cloud sync < plan.json > synced.json; pytest-cloud exec < synced.json -- make check; pytest-cloud release < synced.json")]
+    #[command(after_help = "Example:\n  pytest-cloud sync < plan.json > synced.json && pytest-cloud exec < synced.json -- make check && pytest-cloud release < synced.json")]
     Release(ReleaseArgs),
     /// Run pytest with its workers on the nodes: probe, plan, sync, then pytest-xdist.
     #[command(disable_help_flag = true, after_help = "Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke")]

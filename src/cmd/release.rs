@@ -10,7 +10,7 @@
 //! Exit codes: 0 every tree released (or none held); 1 some node failed (its tree is removed by
 //! a later run once its lease is stale); 65/66 bad or missing stdin document.
 //!
-//! Example: `pytest-cloud sync < plan.json > s.json; pytest-cloud exec < s.json -- make check; pytest-cloud release < s.json`
+//! Example: `pytest-cloud sync < plan.json > s.json && pytest-cloud exec < s.json -- make check && pytest-cloud release < s.json`
 
 use crate::cli::ReleaseArgs;
 use crate::cmd::say;
