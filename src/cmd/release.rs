@@ -32,7 +32,10 @@ pub fn run(args: &ReleaseArgs, _out: &mut dyn Write) -> Result<Outcome> {
         Some(pid) => keep_while_alive(pid, &config, &held, args.quiet),
         None => vec![true; held.len()],
     };
-    let answers = lease::drop_answered(&config, &held, &answered, Duration::from_secs(20));
+    // Beside the launcher this holds its output open: a node that stopped answering (lost,
+    // frozen) must not hold the end of the run for long; its tree is reaped by a later run.
+    let deadline = if args.wait_pid.is_some() { Duration::from_secs(10) } else { Duration::from_secs(60) };
+    let answers = lease::drop_answered(&config, &held, &answered, deadline);
     let mut failed = 0;
     for (h, a) in held.iter().zip(&answers) {
         if let NodeAnswer::Failed(why) = a {

@@ -265,7 +265,7 @@ pub fn drop_answered(config: &Path, held: &[Held], answered: &[bool], deadline: 
     let mut out = vec![NodeAnswer::Done; held.len()];
     std::thread::scope(|s| {
         let a = s.spawn(|| drop_all(config, &pick(&live), deadline));
-        let b = s.spawn(|| drop_all(config, &pick(&dead), Duration::from_secs(5)));
+        let b = s.spawn(|| drop_all(config, &pick(&dead), Duration::from_secs(3)));
         for (ix, answers) in [(&live, a.join()), (&dead, b.join())] {
             for (&i, ans) in ix.iter().zip(answers.unwrap_or_default()) {
                 out[i] = ans;
