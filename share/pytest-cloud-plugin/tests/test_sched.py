@@ -332,7 +332,8 @@ def test_second_run_starts_the_slow_test_first(project, fake_binary, monkeypatch
     # collection order: it came last on its worker; then it was the first on its worker
     assert [w[-1] for w in starts1.values() if slow in w] == [slow]
     second.stdout.fnmatch_lines(["*scheduler DurationScheduling, longest first "
-                                 "(no --dist given; 37 recorded test durations)*",
+                                 "(no --dist given; 37 recorded test durations; "
+                                 "all of them: expected 0.3 s on 2 slots)*",
                                  "*scheduled longest first: expected * s of tests on 2 workers*"])
     assert [w[0] for w in starts2.values() if slow in w] == [slow]
     timings = [json.loads(line.split(" ", 2)[2]) for run in (first, second)

@@ -209,8 +209,14 @@ class SchedulerChoice:
     def pytest_report_header(self, config: pytest.Config) -> str:
         ours, why, known = self.decide()
         if ours:
-            return (f"pytest-cloud: scheduler DurationScheduling, longest first ({why}; "
-                    f"{len(known)} recorded test durations)")
+            line = (f"pytest-cloud: scheduler DurationScheduling, longest first ({why}; "
+                    f"{len(known)} recorded test durations")
+            slots = _slots(config)
+            if known and slots:
+                # Collection has not happened yet: this assumes every recorded test runs.
+                expected = max(max(known.values()), sum(known.values()) / slots)
+                line += f"; all of them: expected {expected:.1f} s on {slots} slots"
+            return line + ")"
         name = {"load": "LoadScheduling", "loadscope": "LoadScopeScheduling",
                 "loadfile": "LoadFileScheduling", "loadgroup": "LoadGroupScheduling",
                 "worksteal": "WorkStealingScheduling", "each": "EachScheduling"}
@@ -233,6 +239,17 @@ class SchedulerChoice:
         terminalreporter.write_line(
             f"pytest-cloud: scheduled longest first: expected {s.expected_s:.1f} s of tests on "
             f"{s.slots} workers (longest unit {s.longest_s:.1f} s, all {s.total_s:.1f} s)")
+
+
+def _slots(config: Any) -> int:
+    """The workers the controller will start (xdist renamed the function in 3.7)."""
+    import xdist.workermanage as wm
+
+    parse = getattr(wm, "parse_tx_spec_config", None) or getattr(wm, "parse_spec_config")
+    try:
+        return len(parse(config))
+    except Exception:  # no --tx: not distributed, nothing to expect
+        return 0
 
 
 def register(config: pytest.Config, dist_defaulted: bool) -> None:
@@ -262,11 +279,7 @@ class DurationScheduling:
     def __init__(self, config: Any, log: Any, durations: Mapping[str, float],
                  scope: Callable[[str], str] | None = None, numnodes: int | None = None) -> None:
         if numnodes is None:
-            import xdist.workermanage as wm
-
-            # renamed in xdist 3.7 (parse_spec_config in 3.6)
-            parse = getattr(wm, "parse_tx_spec_config", None) or getattr(wm, "parse_spec_config")
-            numnodes = len(parse(config))
+            numnodes = _slots(config)
         self.numnodes = numnodes
         self.config = config
         self.log = log.durationsched if log is not None else (lambda *a: None)
