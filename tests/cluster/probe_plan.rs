@@ -1,7 +1,7 @@
 //! `probe` and `plan` end to end: real sshd nodes on loopback, plus golden stdin -> stdout
 //! pairs for `plan` and the input errors of both.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use common::cluster::Cluster;

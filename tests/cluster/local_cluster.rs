@@ -1,7 +1,7 @@
 //! The loopback test cluster itself: `scripts/local-cluster` and `tests/common/cluster.rs`.
 //! Every test starts its own cluster; they run in parallel, which also exercises the claims.
 
-mod common;
+use crate::common;
 
 use common::cluster::{Cluster, script};
 use std::collections::BTreeSet;

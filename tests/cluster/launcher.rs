@@ -1,7 +1,7 @@
 //! The launcher end to end: the example project on a 4-node local cluster gives the same
 //! outcomes and test ids as a local run, for the arguments a user would pass.
 
-mod common;
+use crate::common;
 
 use common::cluster::Cluster;
 use common::example::Example;

@@ -3,7 +3,7 @@
 //! project's fresh venv (made from /usr/bin/python3), then `.venv/bin/py.test tests/
 //! --cloud-node=...` against real sshd nodes, compared with a local run.
 
-mod common;
+use crate::common;
 
 use common::cluster::Cluster;
 use common::example::Example;

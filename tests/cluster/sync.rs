@@ -4,7 +4,7 @@
 //! The venv with pytest is built once per machine under CARGO_TARGET_TMPDIR and copied into
 //! each test project; the editable install is made by the real pip in each project.
 
-mod common;
+use crate::common;
 
 use common::cluster::Cluster;
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! summary, last. Deterministic parts are compared with golden files in tests/golden/exec
 //! (durations zeroed, jobs in document order); `PYTEST_CLOUD_BLESS=1` rewrites them.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use common::cluster::Cluster;
