@@ -8,7 +8,6 @@ use crate::common;
 
 use assert_cmd::Command;
 use common::cluster::Cluster;
-use predicates::prelude::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -400,80 +399,6 @@ fn a_stopped_node_gives_ssh_failed_records_while_the_others_succeed() {
         }
         assert_eq!((&run.summary["succeeded"], &run.summary["failed"]), (&json!(2), &json!(2)));
     }
-}
-
-fn plan_fixture() -> Value {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan/defaults.out.json"))
-            .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-#[test]
-fn usage_and_input_errors_write_nothing_on_stdout() {
-    let plan = serde_json::to_string(&plan_fixture()).unwrap();
-    bin()
-        .args(["exec"])
-        .write_stdin(plan.clone())
-        .assert()
-        .code(64)
-        .stdout("")
-        .stderr(predicate::str::contains("no command given"));
-    bin().args(["exec", "--"]).write_stdin(plan.clone()).assert().code(64).stdout("");
-    bin().args(["exec", "echo"]).write_stdin(plan.clone()).assert().code(64).stdout("");
-    bin()
-        .args(["exec", "--", "echo", "{slot}"])
-        .write_stdin(plan.clone())
-        .assert()
-        .code(64)
-        .stdout("")
-        .stderr(predicate::str::contains("--per slot"));
-    bin().args(["exec", "--per", "cluster", "--", "true"]).write_stdin(plan.clone()).assert().code(64).stdout("");
-    bin().args(["exec", "--timeout", "0", "--", "true"]).write_stdin(plan.clone()).assert().code(64).stdout("");
-
-    let mut empty = plan_fixture();
-    empty["nodes"] = json!([]);
-    bin()
-        .args(["exec", "--", "true"])
-        .write_stdin(empty.to_string())
-        .assert()
-        .code(69)
-        .stdout("")
-        .stderr(predicate::str::contains("no node to run on"));
-    bin().args(["exec", "--", "true"]).write_stdin("").assert().code(66).stdout("");
-    bin()
-        .args(["exec", "--", "true"])
-        .write_stdin(r#"{"format_version": 1, "kind": "inventory"}"#)
-        .assert()
-        .code(65)
-        .stdout("")
-        .stderr(predicate::str::contains("\"inventory\""));
-    bin()
-        .args(["exec", "--", "true"])
-        .write_stdin(r#"{"format_version": 1, "kind": "sync", "nodes": 3}"#)
-        .assert()
-        .code(65)
-        .stdout("");
-}
-
-#[test]
-fn missing_parallel_is_exit_72_naming_it() {
-    // A PATH with the real ssh but no GNU parallel.
-    let bin_dir = tempfile::tempdir().unwrap();
-    let ssh = std::process::Command::new("sh").args(["-c", "command -v ssh"]).output().unwrap();
-    let ssh = String::from_utf8(ssh.stdout).unwrap();
-    std::os::unix::fs::symlink(ssh.trim(), bin_dir.path().join("ssh")).unwrap();
-    bin()
-        .args(["exec", "--", "true"])
-        .env("PATH", bin_dir.path())
-        .write_stdin(plan_fixture().to_string())
-        .assert()
-        .code(72)
-        .stdout("")
-        .stderr(
-            predicate::str::contains("parallel: not found on PATH")
-                .and(predicate::str::contains("apt-get install parallel")),
-        );
 }
 
 #[test]

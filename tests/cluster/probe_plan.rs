@@ -1,13 +1,11 @@
-//! `probe` and `plan` end to end: real sshd nodes on loopback, plus golden stdin -> stdout
-//! pairs for `plan` and the input errors of both.
+//! `probe` and `plan` end to end: real sshd nodes on loopback. The golden stdin -> stdout
+//! pairs for `plan` and the input errors of both need no node: tests/stages.rs.
 
 use crate::common;
 
 use assert_cmd::Command;
 use common::cluster::Cluster;
-use predicates::prelude::*;
 use serde_json::Value;
-use std::path::Path;
 
 fn bin() -> Command {
     Command::cargo_bin("pytest-cloud").unwrap()
@@ -116,93 +114,3 @@ fn probe_reports_missing_python_as_no_python() {
     assert!(inv["nodes"][0]["message"].as_str().unwrap().contains("python9.99"));
 }
 
-#[test]
-fn bad_nodes_are_usage_errors_before_any_connection() {
-    for bad in ["a;rm -rf /", "host:99999", "a b", "a@b@", "h:0"] {
-        bin()
-            .args(["probe", "--node", "fine", &format!("--node={bad}")])
-            .assert()
-            .code(64)
-            .stdout("")
-            .stderr(predicate::str::contains("invalid node"));
-    }
-    bin().args(["probe", "--node=-oProxyCommand=touch /tmp/x"]).assert().code(64).stdout("");
-    bin().args(["probe", "--nodes", "   "]).assert().code(64).stderr(predicate::str::contains("empty node"));
-}
-
-fn inventory_fixture() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan/inventory.in.json")).unwrap()
-}
-
-fn project_fixture() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/project")
-}
-
-/// Golden pairs: `<case>.args` (one argument per line) applied to inventory.in.json must
-/// print `<case>.out.json` byte for byte (with @SOURCE@ and @VERSION@ substituted), twice.
-#[test]
-fn plan_golden_pairs() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan");
-    let source = std::fs::canonicalize(project_fixture()).unwrap();
-    let mut cases = 0;
-    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-        let p = entry.path();
-        if p.extension().map(|e| e != "args").unwrap_or(true) {
-            continue;
-        }
-        let args: Vec<String> = std::fs::read_to_string(&p).unwrap().lines().map(String::from).collect();
-        let expected = std::fs::read_to_string(p.with_extension("out.json"))
-            .unwrap_or_default()
-            .replace("@SOURCE@", &source.display().to_string())
-            .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
-        for _ in 0..2 {
-            let out = bin().arg("plan").args(&args).arg("--source").arg(&source).env_remove("VIRTUAL_ENV").write_stdin(inventory_fixture()).output().unwrap();
-            let got = String::from_utf8(out.stdout).unwrap();
-            if std::env::var_os("PYTEST_CLOUD_BLESS").is_some() {
-                let blessed = got.replace(&source.display().to_string(), "@SOURCE@").replace(env!("CARGO_PKG_VERSION"), "@VERSION@");
-                std::fs::write(p.with_extension("out.json"), blessed).unwrap();
-                continue;
-            }
-            assert_eq!(got, expected, "golden case {}", p.display());
-        }
-        cases += 1;
-    }
-    assert!(cases >= 3, "golden cases found: {cases}");
-}
-
-#[test]
-fn plan_refuses_bad_numbers_and_dangerous_chdirs() {
-    for bad in [["--mem-per-process", "0"], ["--mem-per-process", "-5"], ["--max-processes", "0"], ["--max-processes", "lots"], ["--mem-per-process", "1.5"]] {
-        bin().arg("plan").args(bad).write_stdin(inventory_fixture()).assert().code(64).stdout("");
-    }
-    for chdir in ["", ".", "..", "../x", "~", "/", "/tmp/x", "a/../../b"] {
-        bin()
-            .args(["plan", "--chdir", chdir, "--source"])
-            .arg(project_fixture())
-            .write_stdin(inventory_fixture())
-            .assert()
-            .code(64)
-            .stdout("")
-            .stderr(predicate::str::contains("--chdir"));
-    }
-}
-
-#[test]
-fn plan_with_no_node_left_exits_69_with_reasons() {
-    bin()
-        .args(["plan", "--mem-per-process", "100000000", "--chdir", "x", "--source"])
-        .arg(project_fixture())
-        .write_stdin(inventory_fixture())
-        .assert()
-        .code(69)
-        .stderr(predicate::str::contains("none of the given nodes can run tests").and(predicate::str::contains("bob@node2:2222: ")));
-}
-
-#[test]
-fn plan_input_errors() {
-    bin().arg("plan").write_stdin("").assert().code(66).stderr(predicate::str::contains("no input"));
-    bin().arg("plan").write_stdin("{\"format_version\": 1, ").assert().code(65).stderr(predicate::str::contains("not a valid JSON"));
-    bin().arg("plan").write_stdin(r#"{"format_version": 9, "kind": "inventory"}"#).assert().code(65).stderr(predicate::str::contains("newer"));
-    bin().arg("plan").write_stdin(r#"{"format_version": 1, "kind": "recipe"}"#).assert().code(65).stderr(predicate::str::contains("\"recipe\""));
-    bin().arg("plan").write_stdin(r#"{"format_version": 1, "kind": "inventory", "nodes": 3}"#).assert().code(65).stderr(predicate::str::contains("schema"));
-}

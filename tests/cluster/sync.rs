@@ -474,67 +474,6 @@ fn an_interrupt_stops_rsync_and_releases_the_lock() {
     interrupt_a_sync(&plan, &dir, true);
 }
 
-// ---- Refusals that need no node: the document is checked before anything is touched. ----
-
-fn fixture_plan(chdir: &str) -> Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let inv = std::fs::read(root.join("tests/golden/plan/inventory.in.json")).unwrap();
-    let mut p = Command::new(bin());
-    p.args(["plan", "-q", "--chdir", chdir, "--source"]).arg(root.join("tests/golden/project")).env_remove("VIRTUAL_ENV");
-    serde_json::from_slice(&pipe(&mut p, &inv).stdout).unwrap()
-}
-
-#[test]
-fn a_chdir_that_escapes_the_home_is_refused() {
-    let mut plan = fixture_plan("pc");
-    plan["options"]["chdir"] = "../../etc".into();
-    plan["nodes"][0]["remote_dir"] = "/home/ci/../../etc".into();
-    let s = sync(&plan.to_string(), &[]);
-    assert_eq!(s.code, 65, "{}", s.stderr);
-    assert!(s.stderr.contains("chdir") && s.stderr.contains("'..' is refused"), "{}", s.stderr);
-    assert!(s.stdout.is_empty());
-
-    // A remote_dir that does not match home + chdir is refused too.
-    let mut plan = fixture_plan("pc");
-    plan["nodes"][0]["remote_dir"] = "/home/ci".into();
-    let s = sync(&plan.to_string(), &[]);
-    assert_eq!(s.code, 65, "{}", s.stderr);
-    assert!(s.stderr.contains("refusing to sync into it"), "{}", s.stderr);
-}
-
-#[test]
-fn exit_72_without_gnu_parallel() {
-    let plan = fixture_plan("pc").to_string();
-    let tools = tempfile::tempdir().unwrap();
-    for t in ["rsync", "id", "uname", "sh"] {
-        std::os::unix::fs::symlink(format!("/usr/bin/{t}"), tools.path().join(t)).unwrap();
-    }
-    let mut cmd = Command::new(bin());
-    cmd.args(["sync", "-q"]).env("PATH", tools.path());
-    let out = pipe(&mut cmd, plan.as_bytes());
-    assert_eq!(out.status.code(), Some(72), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("parallel: not found") && text(&out.stderr).contains("apt-get install parallel"), "{}", text(&out.stderr));
-
-    // moreutils' `parallel` is not GNU parallel (a fake tool: the fault a real one cannot show here).
-    let fake = tools.path().join("parallel");
-    std::fs::write(&fake, "#!/bin/sh\necho 'parallel [OPTIONS] command -- arguments'\nexit 1\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut cmd = Command::new(bin());
-    cmd.args(["sync", "-q"]).env("PATH", tools.path());
-    let out = pipe(&mut cmd, plan.as_bytes());
-    assert_eq!(out.status.code(), Some(72), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("not GNU parallel"), "{}", text(&out.stderr));
-}
-
-#[test]
-fn an_unknown_cipher_is_a_usage_error_before_any_node_is_touched() {
-    let s = sync(&fixture_plan("pc").to_string(), &["-q", "--rsync-cipher", "nosuch-cipher"]);
-    assert_eq!(s.code, 64, "{}", s.stderr);
-    assert!(s.stderr.contains("--rsync-cipher \"nosuch-cipher\"") && s.stderr.contains("aes128-gcm@openssh.com"), "{}", s.stderr);
-    assert!(s.stdout.is_empty());
-}
-
 /// A home whose `~/.parallel/config` holds `line`, as a user's GNU parallel configuration.
 pub fn home_with_parallel_config(line: &str) -> tempfile::TempDir {
     let home = tempfile::Builder::new().prefix("pc-home-").tempdir().unwrap();

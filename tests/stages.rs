@@ -1,0 +1,268 @@
+//! The laptop tier of the stages: everything `probe`, `plan`, `sync` and `exec` decide before
+//! they touch a node (refusals, usage and input errors, missing tools), and golden
+//! stdin -> stdout pairs for `plan`. No root, sshd or network needed; the tests that need real
+//! nodes are the cluster tier (tests/cluster).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+fn bin() -> Command {
+    Command::cargo_bin("pytest-cloud").unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn pipe(cmd: &mut std::process::Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+struct Synced {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn sync(input: &str, args: &[&str]) -> Synced {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"));
+    cmd.arg("sync").args(args).env_remove("VIRTUAL_ENV");
+    let out = pipe(&mut cmd, input.as_bytes());
+    Synced { code: out.status.code().unwrap_or(-1), stdout: text(&out.stdout), stderr: text(&out.stderr) }
+}
+
+// ---- probe and plan ----
+
+#[test]
+fn bad_nodes_are_usage_errors_before_any_connection() {
+    for bad in ["a;rm -rf /", "host:99999", "a b", "a@b@", "h:0"] {
+        bin()
+            .args(["probe", "--node", "fine", &format!("--node={bad}")])
+            .assert()
+            .code(64)
+            .stdout("")
+            .stderr(predicate::str::contains("invalid node"));
+    }
+    bin().args(["probe", "--node=-oProxyCommand=touch /tmp/x"]).assert().code(64).stdout("");
+    bin().args(["probe", "--nodes", "   "]).assert().code(64).stderr(predicate::str::contains("empty node"));
+}
+
+fn inventory_fixture() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan/inventory.in.json")).unwrap()
+}
+
+fn project_fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/project")
+}
+
+/// Golden pairs: `<case>.args` (one argument per line) applied to inventory.in.json must
+/// print `<case>.out.json` byte for byte (with @SOURCE@ and @VERSION@ substituted), twice.
+#[test]
+fn plan_golden_pairs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan");
+    let source = std::fs::canonicalize(project_fixture()).unwrap();
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.extension().map(|e| e != "args").unwrap_or(true) {
+            continue;
+        }
+        let args: Vec<String> = std::fs::read_to_string(&p).unwrap().lines().map(String::from).collect();
+        let expected = std::fs::read_to_string(p.with_extension("out.json"))
+            .unwrap_or_default()
+            .replace("@SOURCE@", &source.display().to_string())
+            .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+        for _ in 0..2 {
+            let out = bin().arg("plan").args(&args).arg("--source").arg(&source).env_remove("VIRTUAL_ENV").write_stdin(inventory_fixture()).output().unwrap();
+            let got = String::from_utf8(out.stdout).unwrap();
+            if std::env::var_os("PYTEST_CLOUD_BLESS").is_some() {
+                let blessed = got.replace(&source.display().to_string(), "@SOURCE@").replace(env!("CARGO_PKG_VERSION"), "@VERSION@");
+                std::fs::write(p.with_extension("out.json"), blessed).unwrap();
+                continue;
+            }
+            assert_eq!(got, expected, "golden case {}", p.display());
+        }
+        cases += 1;
+    }
+    assert!(cases >= 3, "golden cases found: {cases}");
+}
+
+#[test]
+fn plan_refuses_bad_numbers_and_dangerous_chdirs() {
+    for bad in [["--mem-per-process", "0"], ["--mem-per-process", "-5"], ["--max-processes", "0"], ["--max-processes", "lots"], ["--mem-per-process", "1.5"]] {
+        bin().arg("plan").args(bad).write_stdin(inventory_fixture()).assert().code(64).stdout("");
+    }
+    for chdir in ["", ".", "..", "../x", "~", "/", "/tmp/x", "a/../../b"] {
+        bin()
+            .args(["plan", "--chdir", chdir, "--source"])
+            .arg(project_fixture())
+            .write_stdin(inventory_fixture())
+            .assert()
+            .code(64)
+            .stdout("")
+            .stderr(predicate::str::contains("--chdir"));
+    }
+}
+
+#[test]
+fn plan_with_no_node_left_exits_69_with_reasons() {
+    bin()
+        .args(["plan", "--mem-per-process", "100000000", "--chdir", "x", "--source"])
+        .arg(project_fixture())
+        .write_stdin(inventory_fixture())
+        .assert()
+        .code(69)
+        .stderr(predicate::str::contains("none of the given nodes can run tests").and(predicate::str::contains("bob@node2:2222: ")));
+}
+
+#[test]
+fn plan_input_errors() {
+    bin().arg("plan").write_stdin("").assert().code(66).stderr(predicate::str::contains("no input"));
+    bin().arg("plan").write_stdin("{\"format_version\": 1, ").assert().code(65).stderr(predicate::str::contains("not a valid JSON"));
+    bin().arg("plan").write_stdin(r#"{"format_version": 9, "kind": "inventory"}"#).assert().code(65).stderr(predicate::str::contains("newer"));
+    bin().arg("plan").write_stdin(r#"{"format_version": 1, "kind": "recipe"}"#).assert().code(65).stderr(predicate::str::contains("\"recipe\""));
+    bin().arg("plan").write_stdin(r#"{"format_version": 1, "kind": "inventory", "nodes": 3}"#).assert().code(65).stderr(predicate::str::contains("schema"));
+}
+
+// ---- exec ----
+
+fn plan_fixture() -> Value {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/plan/defaults.out.json"))
+            .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn usage_and_input_errors_write_nothing_on_stdout() {
+    let plan = serde_json::to_string(&plan_fixture()).unwrap();
+    bin()
+        .args(["exec"])
+        .write_stdin(plan.clone())
+        .assert()
+        .code(64)
+        .stdout("")
+        .stderr(predicate::str::contains("no command given"));
+    bin().args(["exec", "--"]).write_stdin(plan.clone()).assert().code(64).stdout("");
+    bin().args(["exec", "echo"]).write_stdin(plan.clone()).assert().code(64).stdout("");
+    bin()
+        .args(["exec", "--", "echo", "{slot}"])
+        .write_stdin(plan.clone())
+        .assert()
+        .code(64)
+        .stdout("")
+        .stderr(predicate::str::contains("--per slot"));
+    bin().args(["exec", "--per", "cluster", "--", "true"]).write_stdin(plan.clone()).assert().code(64).stdout("");
+    bin().args(["exec", "--timeout", "0", "--", "true"]).write_stdin(plan.clone()).assert().code(64).stdout("");
+
+    let mut empty = plan_fixture();
+    empty["nodes"] = json!([]);
+    bin()
+        .args(["exec", "--", "true"])
+        .write_stdin(empty.to_string())
+        .assert()
+        .code(69)
+        .stdout("")
+        .stderr(predicate::str::contains("no node to run on"));
+    bin().args(["exec", "--", "true"]).write_stdin("").assert().code(66).stdout("");
+    bin()
+        .args(["exec", "--", "true"])
+        .write_stdin(r#"{"format_version": 1, "kind": "inventory"}"#)
+        .assert()
+        .code(65)
+        .stdout("")
+        .stderr(predicate::str::contains("\"inventory\""));
+    bin()
+        .args(["exec", "--", "true"])
+        .write_stdin(r#"{"format_version": 1, "kind": "sync", "nodes": 3}"#)
+        .assert()
+        .code(65)
+        .stdout("");
+}
+
+#[test]
+fn missing_parallel_is_exit_72_naming_it() {
+    // A PATH with the real ssh but no GNU parallel.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let ssh = std::process::Command::new("sh").args(["-c", "command -v ssh"]).output().unwrap();
+    let ssh = String::from_utf8(ssh.stdout).unwrap();
+    std::os::unix::fs::symlink(ssh.trim(), bin_dir.path().join("ssh")).unwrap();
+    bin()
+        .args(["exec", "--", "true"])
+        .env("PATH", bin_dir.path())
+        .write_stdin(plan_fixture().to_string())
+        .assert()
+        .code(72)
+        .stdout("")
+        .stderr(
+            predicate::str::contains("parallel: not found on PATH")
+                .and(predicate::str::contains("apt-get install parallel")),
+        );
+}
+
+// ---- sync: refusals that need no node (the document is checked before anything is touched) ----
+
+fn fixture_plan(chdir: &str) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let inv = std::fs::read(root.join("tests/golden/plan/inventory.in.json")).unwrap();
+    let mut p = std::process::Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"));
+    p.args(["plan", "-q", "--chdir", chdir, "--source"]).arg(root.join("tests/golden/project")).env_remove("VIRTUAL_ENV");
+    serde_json::from_slice(&pipe(&mut p, &inv).stdout).unwrap()
+}
+
+#[test]
+fn a_chdir_that_escapes_the_home_is_refused() {
+    let mut plan = fixture_plan("pc");
+    plan["options"]["chdir"] = "../../etc".into();
+    plan["nodes"][0]["remote_dir"] = "/home/ci/../../etc".into();
+    let s = sync(&plan.to_string(), &[]);
+    assert_eq!(s.code, 65, "{}", s.stderr);
+    assert!(s.stderr.contains("chdir") && s.stderr.contains("'..' is refused"), "{}", s.stderr);
+    assert!(s.stdout.is_empty());
+
+    // A remote_dir that does not match home + chdir is refused too.
+    let mut plan = fixture_plan("pc");
+    plan["nodes"][0]["remote_dir"] = "/home/ci".into();
+    let s = sync(&plan.to_string(), &[]);
+    assert_eq!(s.code, 65, "{}", s.stderr);
+    assert!(s.stderr.contains("refusing to sync into it"), "{}", s.stderr);
+}
+
+#[test]
+fn exit_72_without_gnu_parallel() {
+    let plan = fixture_plan("pc").to_string();
+    let tools = tempfile::tempdir().unwrap();
+    for t in ["rsync", "id", "uname", "sh"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{t}"), tools.path().join(t)).unwrap();
+    }
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"));
+    cmd.args(["sync", "-q"]).env("PATH", tools.path());
+    let out = pipe(&mut cmd, plan.as_bytes());
+    assert_eq!(out.status.code(), Some(72), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("parallel: not found") && text(&out.stderr).contains("apt-get install parallel"), "{}", text(&out.stderr));
+
+    // moreutils' `parallel` is not GNU parallel (a fake tool: the fault a real one cannot show here).
+    let fake = tools.path().join("parallel");
+    std::fs::write(&fake, "#!/bin/sh\necho 'parallel [OPTIONS] command -- arguments'\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"));
+    cmd.args(["sync", "-q"]).env("PATH", tools.path());
+    let out = pipe(&mut cmd, plan.as_bytes());
+    assert_eq!(out.status.code(), Some(72), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not GNU parallel"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_unknown_cipher_is_a_usage_error_before_any_node_is_touched() {
+    let s = sync(&fixture_plan("pc").to_string(), &["-q", "--rsync-cipher", "nosuch-cipher"]);
+    assert_eq!(s.code, 64, "{}", s.stderr);
+    assert!(s.stderr.contains("--rsync-cipher \"nosuch-cipher\"") && s.stderr.contains("aes128-gcm@openssh.com"), "{}", s.stderr);
+    assert!(s.stdout.is_empty());
+}
