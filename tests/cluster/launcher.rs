@@ -96,7 +96,7 @@ fn distributed_runs_match_local_runs() {
 
 #[test]
 fn junitxml_is_written_locally_and_lists_every_test() {
-    let c = Cluster::up(2);
+    let c = Cluster::shared();
     let ex = Example::new();
     let xml = ex.root().join("report.xml");
     let r = cloud(&ex, &c, &["--junitxml", "report.xml", "--cloud-timings"]);
@@ -211,7 +211,7 @@ fn ctrl_c_stops_the_run_and_leaves_nothing_on_the_nodes() {
 
 #[test]
 fn last_failed_uses_the_controllers_cache() {
-    let c = Cluster::up(2);
+    let c = Cluster::shared();
     let ex = Example::new();
     std::fs::write(ex.root().join("tests/test_fails.py"), "def test_bad():\n    assert 1 == 2\n\ndef test_good():\n    pass\n").unwrap();
     let first = cloud(&ex, &c, &[]);
@@ -226,7 +226,7 @@ fn last_failed_uses_the_controllers_cache() {
 
 #[test]
 fn exit_75_when_every_nodes_directory_is_locked_by_another_run() {
-    let c = Cluster::up(1);
+    let c = Cluster::shared();
     // Sync stops at the lock, before pytest is needed: a bare venv is enough.
     let project = tempfile::Builder::new().prefix("pc-locked-").tempdir().unwrap();
     std::fs::write(project.path().join("pytest.ini"), "[pytest]\n").unwrap();

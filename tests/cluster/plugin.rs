@@ -92,7 +92,7 @@ fn installed_wheel_runs_the_seed_command_on_four_nodes_like_a_local_run() {
 #[test]
 fn plugin_runs_the_suite_on_the_nodes_like_a_local_run() {
     let Some(wheel) = wheel() else { return };
-    let c = Cluster::up(2);
+    let c = Cluster::shared();
     let ex = Example::new();
     install(&ex, &wheel);
 

@@ -1,8 +1,8 @@
 //! `pytest-cloud sync` against real sshd nodes on loopback, real rsync, real GNU parallel and
 //! a real venv (Debian's python3, pytest from PyPI), per issue #3's "Done when" list.
 //!
-//! The venv with pytest is built once per machine under CARGO_TARGET_TMPDIR and copied into
-//! each test project; the editable install is made by the real pip in each project.
+//! The venv with pytest is built once per machine (`common::venv`) and copied into each test
+//! project; the editable install is made by the real pip in each project.
 
 use crate::common;
 
@@ -10,7 +10,6 @@ use common::cluster::Cluster;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn bin() -> PathBuf {
@@ -32,32 +31,7 @@ fn is_root() -> bool {
 }
 
 fn base_python_version() -> String {
-    let out = run(Command::new("/usr/bin/python3").args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]));
-    text(&out.stdout).trim().to_string()
-}
-
-/// A venv with pytest (and wheel, so editable installs need no index), made once.
-fn template_venv() -> &'static Path {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let key = format!("sync-venv-v1-py{}", base_python_version());
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&key);
-        if dir.join("ready").exists() {
-            return dir;
-        }
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{key}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&tmp));
-        run(Command::new(tmp.join("bin/python")).args([
-            "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest>=8,<10", "wheel",
-        ]));
-        std::fs::write(tmp.join("ready"), "").unwrap();
-        if std::fs::rename(&tmp, &dir).is_err() {
-            // Another test binary won the race; use its copy.
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
-    })
+    common::venv::base_python_version()
 }
 
 fn write(p: &Path, content: &str) {
@@ -84,12 +58,9 @@ impl Project {
         write(&root.join("src/mypkg/keep.py"), "VALUE = 1\n");
         write(&root.join("src/mypkg/old.py"), "OLD = True\n");
         write(&root.join("tests/test_hello.py"), "import mypkg\n\ndef test_hello():\n    assert mypkg.hello() == 'hi'\n");
-        run(Command::new("cp").arg("-a").arg(template_venv()).arg(root.join(".venv")));
-        std::fs::remove_file(root.join(".venv/ready")).unwrap();
+        common::venv::copy_to(&root.join(".venv"));
         if editable {
-            run(Command::new(root.join(".venv/bin/python"))
-                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index", "--no-build-isolation", "--no-deps", "-e", "."])
-                .current_dir(root));
+            common::venv::install_editable(root, &root.join(".venv"));
         }
         Project { dir }
     }
@@ -171,7 +142,7 @@ fn exists_on_node(cluster: &Cluster, alias: &str, path: &str) -> bool {
 
 #[test]
 fn four_nodes_get_the_project_with_its_venv_and_a_resync_sends_almost_nothing() {
-    let cluster = Cluster::up(4);
+    let cluster = Cluster::shared();
     let project = Project::new(true);
     // The pipe as a user types it.
     let b = shell_words::quote(bin().to_str().unwrap()).into_owned();
@@ -230,7 +201,7 @@ fn four_nodes_get_the_project_with_its_venv_and_a_resync_sends_almost_nothing() 
 
 #[test]
 fn changes_deletions_and_orphan_bytecode_arrive_and_excluded_files_stay_out() {
-    let cluster = Cluster::up(1);
+    let cluster = Cluster::shared();
     let project = Project::new(true);
     let root = project.root();
     write(&root.join("src/mypkg/sub/__init__.py"), "");
@@ -320,7 +291,7 @@ fn changes_deletions_and_orphan_bytecode_arrive_and_excluded_files_stay_out() {
 #[test]
 fn a_node_whose_rsync_fails_is_dropped_with_rsyncs_message_and_the_others_go_on() {
     assert!(is_root(), "this test makes a directory on the node that its user cannot write: run as root");
-    let cluster = Cluster::up(2);
+    let cluster = Cluster::shared();
     let project = Project::new(false);
     let plan = plan(&cluster, &project, "node1 node2", "pc_fail");
     let first = sync(&plan, &["-q", "--rsync-bandwidth-limit", "0"]);
@@ -344,7 +315,7 @@ fn a_node_whose_rsync_fails_is_dropped_with_rsyncs_message_and_the_others_go_on(
 
 #[test]
 fn a_non_empty_unmarked_target_is_refused_and_left_untouched() {
-    let cluster = Cluster::up(2);
+    let cluster = Cluster::shared();
     let project = Project::new(false);
     let plan = plan(&cluster, &project, "node1 node2", "pc_precious");
     let doc: Value = serde_json::from_str(&plan).unwrap();
@@ -367,7 +338,7 @@ fn a_non_empty_unmarked_target_is_refused_and_left_untouched() {
 
 #[test]
 fn a_node_with_another_python_is_dropped_before_any_byte_is_sent() {
-    let cluster = Cluster::up(1);
+    let cluster = Cluster::shared();
     let project = Project::new(false);
     let real = base_python_version();
     let mut parts: Vec<u32> = real.split('.').map(|p| p.parse().unwrap()).collect();
@@ -391,7 +362,7 @@ fn a_node_with_another_python_is_dropped_before_any_byte_is_sent() {
 
 #[test]
 fn exit_75_while_another_live_run_holds_the_lock_and_a_dead_holders_lock_is_taken_over() {
-    let cluster = Cluster::up(1);
+    let cluster = Cluster::shared();
     let project = Project::new(false);
     let plan = plan(&cluster, &project, "node1", "pc_lock");
     let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
@@ -464,7 +435,7 @@ fn interrupt_a_sync(plan: &str, dir: &str, group: bool) {
 
 #[test]
 fn an_interrupt_stops_rsync_and_releases_the_lock() {
-    let cluster = Cluster::up(1);
+    let cluster = Cluster::shared();
     let project = Project::new(false);
     let plan = plan(&cluster, &project, "node1", "pc_interrupt");
     let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
@@ -483,7 +454,7 @@ pub fn home_with_parallel_config(line: &str) -> tempfile::TempDir {
 
 #[test]
 fn the_users_gnu_parallel_settings_do_not_change_what_sync_does() {
-    let cluster = Cluster::up(1);
+    let cluster = Cluster::shared();
     let project = Project::new(false);
     let home = home_with_parallel_config("--dry-run");
     let cases: [(&str, Vec<(&str, &std::ffi::OsStr)>); 3] = [

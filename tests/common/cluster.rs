@@ -4,10 +4,12 @@
 //! 127.77.C.I address (and, as root, its own unix user), reachable with
 //! `ssh -F cluster.ssh_config() node2 ...`. Clusters claim distinct indexes, so tests running in
 //! parallel threads each get their own. Dropping the cluster runs `local-cluster down`.
+//! `Cluster::shared()` is the one cluster the tests that leave nodes untouched share.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 /// The script, found from the crate root so tests work from any working directory.
 pub fn script() -> PathBuf {
@@ -32,6 +34,35 @@ impl Cluster {
     /// user; the temporary directory is handed to `user`.
     pub fn up_as(n: usize, user: &str) -> Cluster {
         Self::start_cluster(n, Some(user.to_string()))
+    }
+
+    /// One 4-node cluster shared by every test of this binary that leaves the nodes as it
+    /// found them: it works in its own directories (its own `--chdir`), stops or kills no
+    /// node, counts no connections and looks at no node user's processes. Started by the
+    /// first test that asks; a statics' destructor never runs, so a watcher process takes it
+    /// down (and removes its directory) once this test binary has exited, however it ended.
+    pub fn shared() -> &'static Cluster {
+        static SHARED: OnceLock<Cluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let mut c = Cluster::up(4);
+            use std::os::unix::process::CommandExt;
+            Command::new("sh")
+                .args(["-c", "while kill -0 \"$1\" 2>/dev/null; do sleep 0.5; done; \"$2\" --dir \"$3\" down >/dev/null 2>&1; rm -rf -- \"$3\""])
+                .arg("pytest-cloud-shared-cluster-reaper")
+                .arg(std::process::id().to_string())
+                .arg(script())
+                .arg(c.dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // Its own process group: a Ctrl-C of the test run must not end it first.
+                .process_group(0)
+                .spawn()
+                .expect("start the shared cluster's watcher");
+            // The watcher owns the teardown now.
+            c.down = true;
+            c
+        })
     }
 
     fn start_cluster(n: usize, run_as: Option<String>) -> Cluster {

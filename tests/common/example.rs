@@ -1,8 +1,9 @@
-//! The example project (share/example) copied into a world-searchable temp dir, with its own
-//! venv made by Debian's python3 (node users cannot reach a pyenv under /root), the package
-//! installed in editable mode, pytest and pytest-xdist from PyPI.
+//! The example project (share/example) copied into a world-searchable temp dir, with a copy of
+//! the test venv (`common::venv`: Debian's python3, pytest and pytest-xdist from PyPI, built
+//! once) and the package installed into it in editable mode.
 #![allow(dead_code)]
 
+use super::venv;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,10 +32,8 @@ impl Example {
         set_mode(&root, 0o755);
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("share/example");
         run(Command::new("cp").arg("-r").arg(format!("{}/.", src.display())).arg(&root));
-        run(Command::new("/usr/bin/python3").args(["-m", "venv", ".venv"]).current_dir(&root));
-        run(Command::new(".venv/bin/python")
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", ".", "pytest>=8,<10", "pytest-xdist>=3.6,<3.9"])
-            .current_dir(&root));
+        venv::copy_to(&root.join(".venv"));
+        venv::install_editable(&root, &root.join(".venv"));
         Example { dir, name: name.to_string() }
     }
 
