@@ -1,6 +1,7 @@
 //! Command-line types (clap derive). Nothing outside `main.rs` and `src/cmd/` reads these, so
 //! planning, schema and argv building stay usable from the launcher without clap.
 
+use crate::options;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -50,6 +51,9 @@ pub enum Command {
         pytest-cloud completions zsh > ~/.zfunc/_pytest-cloud   # with fpath+=(~/.zfunc) in ~/.zshrc\n  \
         pytest-cloud completions fish > ~/.config/fish/completions/pytest-cloud.fish")]
     Completions(CompletionsArgs),
+    /// Print the launcher's option table: the pytest plugin's copy is made from it (scripts/gen-share).
+    #[command(hide = true, after_help = "Example:\n  pytest-cloud options --json | jq -r '.[].name'")]
+    Options(OptionsArgs),
     /// Write the man pages (roff) into a directory; used by scripts/gen-share.
     #[command(hide = true, after_help = "Example:\n  pytest-cloud man share/man/man1 && man -l share/man/man1/pytest-cloud-plan.1")]
     Man(ManArgs),
@@ -86,7 +90,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub stdin: bool,
     /// Python interpreter name or path to look for on each node. Repeatable.
-    #[arg(long = "python", value_name = "NAME", default_value = "python3")]
+    #[arg(long = "python", value_name = "NAME", default_value = options::DEFAULT_PYTHON)]
     pub python: Vec<String>,
     /// Give up on a node after this many seconds in all (its ssh is killed).
     #[arg(long, value_name = "SECS", value_parser = positive_u64)]
@@ -133,13 +137,13 @@ pub struct SyncArgs {
     #[arg(long, value_name = "DIR")]
     pub source: Option<PathBuf>,
     /// Bandwidth limit per rsync process in KB/s; 0 = unlimited.
-    #[arg(long, value_name = "KBPS", default_value_t = 5000)]
+    #[arg(long, value_name = "KBPS", default_value_t = options::DEFAULT_RSYNC_BANDWIDTH_LIMIT_KBPS)]
     pub rsync_bandwidth_limit: u64,
     /// At most this many rsync processes at once [default: all nodes at once].
     #[arg(long, value_name = "N", value_parser = positive_u32)]
     pub rsync_max_processes: Option<u32>,
     /// ssh cipher for rsync; "" or "none" leaves the choice to ssh.
-    #[arg(long, value_name = "CIPHER", default_value = "aes128-gcm@openssh.com")]
+    #[arg(long, value_name = "CIPHER", default_value = options::DEFAULT_RSYNC_CIPHER)]
     pub rsync_cipher: String,
     /// Do not sync files matching this rsync pattern (also kept on the nodes). Repeatable.
     /// More rules, in rsync filter syntax, go in .pytest-cloud-ignore at the project root.
@@ -154,7 +158,7 @@ pub struct SyncArgs {
     #[arg(long = "develop-egg", value_name = "PATH")]
     pub develop_egg: Vec<PathBuf>,
     /// Wait this long for another run's lock on a node's directory before dropping the node.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = options::DEFAULT_LOCK_WAIT_S)]
     pub lock_wait: u64,
     /// Keep this run's tree on the nodes this long after the sync (and after each exec that
     /// uses it) before a later run may remove it; `pytest-cloud release` removes it at once.
@@ -190,7 +194,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "SECS", value_parser = positive_u64)]
     pub timeout: Option<u64>,
     /// Bytes of each job's stdout and stderr kept in its record (the last ones).
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    #[arg(long, value_name = "N", default_value_t = options::DEFAULT_TAIL_BYTES)]
     pub tail_bytes: u64,
     /// Save each job's full stdout and stderr as DIR/<job>/stdout and DIR/<job>/stderr
     /// (their paths are in the records).
@@ -250,6 +254,16 @@ pub struct CompletionsArgs {
     /// Shell to write the completion script for.
     #[arg(value_enum, value_name = "SHELL")]
     pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OptionsArgs {
+    /// The table as JSON (the default).
+    #[arg(long, conflicts_with = "plugin_module")]
+    pub json: bool,
+    /// The table as the plugin's generated module (share/pytest-cloud-plugin/src/pytest_cloud/options.py).
+    #[arg(long)]
+    pub plugin_module: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod engine;
 pub mod error;
 pub mod interrupt;
+pub mod options;
 pub mod parallel;
 pub mod proc;
 pub mod project;

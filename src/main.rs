@@ -34,6 +34,7 @@ fn main() {
         Command::Release(a) => cmd::release::run(a, &mut out),
         Command::Pytest(a) => cmd::pytest::run(a, &mut out),
         Command::Completions(a) => cmd::completions::run(a, &mut out),
+        Command::Options(a) => cmd::options::run(a, &mut out),
         Command::Man(a) => cmd::man::run(a, &mut out),
     };
     let _ = out.flush();

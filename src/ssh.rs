@@ -168,7 +168,11 @@ pub struct SshSettings {
 
 impl Default for SshSettings {
     fn default() -> Self {
-        SshSettings { config_file: None, connect_timeout_s: 5, control_persist_s: 300 }
+        SshSettings {
+            config_file: None,
+            connect_timeout_s: crate::options::DEFAULT_CONNECT_TIMEOUT_S,
+            control_persist_s: crate::options::DEFAULT_CONTROL_PERSIST_S,
+        }
     }
 }
 

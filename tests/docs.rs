@@ -124,3 +124,27 @@ fn every_xdist_pin_is_the_range_the_glue_accepts() {
         }
     }
 }
+
+#[test]
+fn the_readmes_option_table_is_the_binarys() {
+    let out = Command::cargo_bin("pytest-cloud").unwrap().args(["options", "--json"]).output().unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).expect("options --json prints JSON");
+    let table = table.as_array().unwrap();
+    let readme = read("README.md");
+    // Rows like "| `--cloud-node NODE` | help |".
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `--cloud-")).collect();
+    let documented: Vec<String> =
+        rows.iter().map(|l| l[3..].split(|c| c == ' ' || c == '`').next().unwrap().to_string()).collect();
+    let names: Vec<String> = table.iter().map(|o| o["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(documented, names, "README's launcher option table must list src/options.rs's options in order");
+    for (row, o) in rows.iter().zip(table) {
+        if let Some(d) = o["default"].as_str().filter(|d| d.chars().all(|c| c.is_ascii_digit()) || d.contains('@')) {
+            assert!(row.contains(d), "README row for {} must give its default {d}: {row}", o["name"]);
+        }
+    }
+    let said = &readme[readme.find("The pytest plugin registers the same options").expect("README says what the plugin registers")..];
+    let said = &said[..said.find("\n\n").unwrap_or(said.len())];
+    for o in table.iter().filter(|o| o["plugin"] == false) {
+        assert!(said.contains(o["name"].as_str().unwrap()), "README must name {} as one the plugin leaves out: {said}", o["name"]);
+    }
+}

@@ -150,3 +150,17 @@ fn fish_completes_subcommands_and_their_options() {
         assert_eq!(words, ["--mem-per-process", "plan", "bash", "fish", "zsh"]);
     }
 }
+
+#[test]
+fn the_plugins_option_table_is_current() {
+    let out = Command::cargo_bin("pytest-cloud").unwrap().args(["options", "--plugin-module"]).output().unwrap();
+    assert!(out.status.success(), "options: {}", String::from_utf8_lossy(&out.stderr));
+    let file = Path::new("share/pytest-cloud-plugin/src/pytest_cloud/options.py");
+    let checked_in = std::fs::read(repo().join(file)).unwrap_or_else(|_| panic!("{}", stale(file, "is missing")));
+    assert!(checked_in == out.stdout, "{}", stale(file, "is stale"));
+    // The JSON form is the same table.
+    let json = Command::cargo_bin("pytest-cloud").unwrap().args(["options", "--json"]).output().unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&json.stdout).expect("options --json prints JSON");
+    let names: Vec<&str> = table.as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"--cloud-node") && names.contains(&"--cloud-rsync-cipher"), "{names:?}");
+}

@@ -95,7 +95,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l clo
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-ssh-config -d 'ssh config file for every ssh call [default: ssh\'s own]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-connect-timeout -d 'ssh ConnectTimeout in seconds [default: 5]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-develop-egg -d 'package directory inside the project to install in develop mode on the nodes; repeatable' -r
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-timings -d 'print how long each phase took (stderr)'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-timings -d 'print how long each phase took (probe, plan, sync, worker start, tests, teardown) as one JSON line on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-prepare -d 'probe, plan and sync, then print a session document instead of running pytest'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-quiet -d 'no header or progress on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-help -d 'this help'

@@ -128,7 +128,7 @@ _arguments "${_arguments_options[@]}" : \
 '*--cloud-ssh-config=[ssh config file for every ssh call \[default\: ssh'\''s own\]]:VALUE:_default' \
 '*--cloud-connect-timeout=[ssh ConnectTimeout in seconds \[default\: 5\]]:VALUE:_default' \
 '*--cloud-develop-egg=[package directory inside the project to install in develop mode on the nodes; repeatable]:VALUE:_default' \
-'--cloud-timings[print how long each phase took (stderr)]' \
+'--cloud-timings[print how long each phase took (probe, plan, sync, worker start, tests, teardown) as one JSON line on stderr]' \
 '--cloud-prepare[probe, plan and sync, then print a session document instead of running pytest]' \
 '--cloud-quiet[no header or progress on stderr]' \
 '--cloud-help[this help]' \

@@ -29,14 +29,14 @@ pub fn run(args: &ManArgs, out: &mut dyn Write) -> Result<Outcome> {
 
 /// The command line as users see it: the clap definitions, plus the launcher's `--cloud-*`
 /// options, which `pytest` parses by hand (they mix with pytest's own arguments) from the
-/// one list `cmd::pytest::OPTIONS`, so clap alone would document and complete none of them.
+/// one table `options::cloud_options()`, so clap alone would document and complete none of them.
 /// For man pages and completions only; parsing never sees these.
 pub fn documented_command() -> clap::Command {
     Cli::command().mut_subcommand("pytest", |mut sub| {
-        for &(name, takes_value, help) in crate::cmd::pytest::OPTIONS {
-            let long = name.trim_start_matches("--");
-            let mut arg = clap::Arg::new(long).long(long).help(help);
-            arg = if takes_value {
+        for o in crate::options::cloud_options() {
+            let long = o.name.trim_start_matches("--");
+            let mut arg = clap::Arg::new(long).long(long).help(o.help_line());
+            arg = if o.takes_value() {
                 arg.value_name("VALUE").num_args(1).action(clap::ArgAction::Append)
             } else {
                 arg.num_args(0).action(clap::ArgAction::SetTrue)
@@ -175,8 +175,8 @@ mod tests {
         let pages = pages().unwrap();
         let (_, roff) = pages.iter().find(|(n, _)| n == "pytest-cloud-pytest.1").unwrap();
         let roff = String::from_utf8_lossy(roff).replace("\\-", "-");
-        for (name, _, _) in crate::cmd::pytest::OPTIONS {
-            assert!(roff.contains(name), "{name} missing from pytest-cloud-pytest.1");
+        for o in crate::options::cloud_options() {
+            assert!(roff.contains(o.name), "{} missing from pytest-cloud-pytest.1", o.name);
         }
     }
 }

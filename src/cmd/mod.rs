@@ -6,6 +6,7 @@
 pub mod completions;
 pub mod exec;
 pub mod man;
+pub mod options;
 pub mod plan;
 pub mod probe;
 pub mod pytest;

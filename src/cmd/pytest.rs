@@ -19,33 +19,15 @@ use crate::cli::PytestArgs;
 use crate::cmd::emit;
 use crate::engine::session::{self, CloudOptions};
 use crate::error::{Error, Outcome, Result};
+use crate::options;
 use crate::schema;
 use std::io::Write;
 
-/// (name, takes a value, help). The one list the parser, `--cloud-help` and the docs share.
-pub const OPTIONS: &[(&str, bool, &str)] = &[
-    ("--cloud-node", true, "node to run tests on: [user@]host[:port] or an ssh alias; repeatable"),
-    ("--cloud-nodes", true, "space-separated nodes; repeatable"),
-    ("--cloud-python", true, "interpreter name on the nodes for the probe [default: python3]"),
-    ("--cloud-chdir", true, "directory on the nodes, relative to the remote home [default: pytest_<user>_<project>]"),
-    ("--cloud-virtualenv-path", true, "the project's virtualenv, inside the project [default: $VIRTUAL_ENV, .venv, venv]"),
-    ("--cloud-mem-per-process", true, "MiB one test process needs; caps processes per node"),
-    ("--cloud-max-processes", true, "at most this many processes per node"),
-    ("--cloud-rsync-bandwidth-limit", true, "KB/s per rsync process, 0 = unlimited [default: 5000]"),
-    ("--cloud-rsync-max-processes", true, "rsync processes at once [default: all nodes]"),
-    ("--cloud-rsync-cipher", true, "ssh cipher for rsync [default: aes128-gcm@openssh.com]"),
-    ("--cloud-ssh-config", true, "ssh config file for every ssh call [default: ssh's own]"),
-    ("--cloud-connect-timeout", true, "ssh ConnectTimeout in seconds [default: 5]"),
-    ("--cloud-develop-egg", true, "package directory inside the project to install in develop mode on the nodes; repeatable"),
-    ("--cloud-timings", false, "print how long each phase took (stderr)"),
-    ("--cloud-prepare", false, "probe, plan and sync, then print a session document instead of running pytest"),
-    ("--cloud-quiet", false, "no header or progress on stderr"),
-    ("--cloud-help", false, "this help"),
-];
 
 /// Splits the launcher's arguments into cloud options and pytest's arguments. Both
 /// `--opt=value` and `--opt value` work, as with pytest; `--` ends option scanning.
 pub fn split_args(args: &[String]) -> Result<(CloudOptions, Vec<String>)> {
+    let table = options::cloud_options();
     let mut o = CloudOptions::default();
     let mut rest = Vec::new();
     let mut i = 0;
@@ -64,7 +46,7 @@ pub fn split_args(args: &[String]) -> Result<(CloudOptions, Vec<String>)> {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (a.as_str(), None),
         };
-        let Some(&(_, takes_value, _)) = OPTIONS.iter().find(|(n, _, _)| *n == name) else {
+        let Some(takes_value) = table.iter().find(|o| o.name == name).map(|o| o.takes_value()) else {
             return Err(Error::usage(format!("unknown option {name}; see `pytest-cloud pytest --cloud-help`")));
         };
         let value = if takes_value {
@@ -108,7 +90,7 @@ pub fn split_args(args: &[String]) -> Result<(CloudOptions, Vec<String>)> {
             "--cloud-prepare" => o.prepare = true,
             "--cloud-quiet" => o.quiet = true,
             "--cloud-help" => o.help = true,
-            _ => unreachable!("every name in OPTIONS is matched"),
+            _ => unreachable!("every name in options::cloud_options() is matched"),
         }
     }
     Ok((o, rest))
@@ -137,7 +119,7 @@ pub fn run(args: &PytestArgs, out: &mut dyn Write) -> Result<Outcome> {
     // signals are pytest's own again (exec resets handled signals to their defaults).
     crate::interrupt::install();
     if opts.help || pytest_args.is_empty() && opts.nodes.is_empty() || pytest_args == ["--help"] || pytest_args == ["-h"] {
-        print_help();
+        emit(out, &help_text())?;
         return Ok(Outcome::Complete);
     }
     check_pytest_args(&pytest_args)?;
@@ -149,14 +131,16 @@ pub fn run(args: &PytestArgs, out: &mut dyn Write) -> Result<Outcome> {
     session::exec_pytest(&session, &opts, &pytest_args)
 }
 
-fn print_help() {
-    println!("Usage: pytest-cloud pytest [--cloud-* options] [pytest arguments]\n");
-    println!("Runs pytest with pytest-xdist workers on the given ssh nodes. Cloud options:");
-    for (name, takes, help) in OPTIONS {
-        let n = if *takes { format!("{name}=VALUE") } else { name.to_string() };
-        println!("  {n:<36} {help}");
+/// `--cloud-help`, written like any output (a closed pipe, `| head`, is not an error).
+fn help_text() -> String {
+    let mut t = String::from("Usage: pytest-cloud pytest [--cloud-* options] [pytest arguments]\n\n");
+    t.push_str("Runs pytest with pytest-xdist workers on the given ssh nodes. Cloud options:\n");
+    for o in options::cloud_options() {
+        let n = if o.takes_value() { format!("{}=VALUE", o.name) } else { o.name.to_string() };
+        t.push_str(&format!("  {n:<36} {}\n", o.help_line()));
     }
-    println!("\nEverything else goes to pytest unchanged. Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke");
+    t.push_str("\nEverything else goes to pytest unchanged. Example:\n  pytest-cloud pytest --cloud-nodes 'node1 node2' --cloud-mem-per-process 500 tests/ -k smoke\n");
+    t
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub fn resolve_options(
     let venv = project::find_venv(root, virtualenv_path, virtual_env.as_deref())?;
     let python = python
         .or_else(|| inventory.pythons_asked.first().cloned())
-        .unwrap_or_else(|| "python3".into());
+        .unwrap_or_else(|| crate::options::DEFAULT_PYTHON.into());
     Ok(PlanOptions {
         mem_per_process_mb,
         max_processes,

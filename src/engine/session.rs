@@ -111,7 +111,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     sync_opts.lease_ttl_min = crate::engine::lease::PROCESS_TTL_MIN;
     let fanout = Fanout::start(&root, &settings, &nodes, &sync_opts).ok();
     let t = Instant::now();
-    let pythons = vec![opts.python.clone().unwrap_or_else(|| "python3".into())];
+    let pythons = vec![opts.python.clone().unwrap_or_else(|| crate::options::DEFAULT_PYTHON.into())];
     let deadline = std::time::Duration::from_secs(settings.connect_timeout_s + 15);
     let inventory = crate::engine::probe::probe_nodes(&nodes, &settings, &pythons, deadline, &|_| {})?;
     timings.insert("probe".to_string(), t.elapsed().as_millis() as u64);

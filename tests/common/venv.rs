@@ -53,10 +53,10 @@ pub fn template() -> &'static Path {
 /// A copy of the template at `dest` (a venv directory to be), its scripts pointed at the
 /// copy's own interpreter (their `#!` lines named the template's).
 pub fn copy_to(dest: &Path) {
-    let template = template();
-    run(Command::new("cp").arg("-a").arg(template).arg(dest));
+    run(Command::new("cp").arg("-a").arg(template()).arg(dest));
     std::fs::remove_file(dest.join("ready")).unwrap();
-    let old = format!("#!{}/bin/python", template.display());
+    // The template was made under a temporary name and renamed, so its scripts' `#!` lines
+    // name that path: whatever they name, point them at the copy's interpreter.
     let new = format!("#!{}/bin/python", dest.display());
     for entry in std::fs::read_dir(dest.join("bin")).unwrap().flatten() {
         let p = entry.path();
@@ -64,8 +64,9 @@ pub fn copy_to(dest: &Path) {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(&p) else { continue };
-        if let Some(rest) = text.strip_prefix(&old) {
-            std::fs::write(&p, format!("{new}{rest}")).unwrap();
+        let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+        if first.starts_with("#!/") && first.contains("/bin/python") {
+            std::fs::write(&p, format!("{new}\n{rest}")).unwrap();
         }
     }
 }

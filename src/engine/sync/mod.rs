@@ -29,7 +29,7 @@ pub use progress::{Screen, human_bytes};
 
 use crate::error::{Error, Exit, Outcome, Result};
 use crate::schema::{self, Dropped, ErrorKind, Plan, Stage, SyncDoc, SyncedNode};
-use crate::{interrupt, rsync, ssh};
+use crate::{interrupt, options, rsync, ssh};
 use fanout::preflight_and_transfer;
 use local::{check_local_tools, local_facts};
 use node::{finish, interrupted, inventory_destinations, node_runs};
@@ -70,14 +70,14 @@ impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
             source: None,
-            bwlimit_kbps: 5000,
+            bwlimit_kbps: options::DEFAULT_RSYNC_BANDWIDTH_LIMIT_KBPS,
             max_processes: None,
             cipher: Some(DEFAULT_CIPHER.into()),
             excludes: Vec::new(),
             include_git: false,
             develop_eggs: Vec::new(),
-            lock_wait: Duration::from_secs(60),
-            lock_stale: Duration::from_secs(3600),
+            lock_wait: Duration::from_secs(options::DEFAULT_LOCK_WAIT_S),
+            lock_stale: Duration::from_secs(options::DEFAULT_LOCK_STALE_S),
             live_progress: false,
             lease_pid: 0,
             lease_ttl_min: crate::engine::lease::DETACHED_TTL_MIN,
@@ -85,7 +85,7 @@ impl Default for SyncOptions {
     }
 }
 
-pub const DEFAULT_CIPHER: &str = "aes128-gcm@openssh.com";
+pub const DEFAULT_CIPHER: &str = options::DEFAULT_RSYNC_CIPHER;
 
 /// What `sync_plan` reports while it works, from several threads.
 #[derive(Debug)]

@@ -33,50 +33,46 @@ from typing import Any
 import pytest
 
 from pytest_cloud import binary, glue
+from pytest_cloud import options as cloud_options
 
 BINARY_ENV = binary.BINARY_ENV
 SESSION_FORMAT_VERSION = 1
 _SESSION_KEY = pytest.StashKey[dict]()
 _BINARY_KEY = pytest.StashKey[binary.Found]()
 
-# (option, dest, type, help): passed on to the binary as --cloud-x=VALUE when given.
+
+def _help(option: dict[str, Any]) -> str:
+    default = option["default"]
+    return f"{option['help']} [default: {default}]" if default else option["help"]
+
+
+def _dest(name: str) -> str:
+    return name[2:].replace("-", "_")
+
+
+# The binary's own option table (src/options.rs), as generated into options.py: the options
+# the plugin registers, with the binary's help and defaults, so both say the same. The
+# value options are passed on to the binary as --cloud-x=VALUE when given.
+_PLUGIN_OPTIONS = [o for o in cloud_options.OPTIONS if o["plugin"]]
 _VALUE_OPTIONS = [
-    ("--cloud-python", "cloud_python", str,
-     "python interpreter name on the nodes for the probe [binary's default: python3]"),
-    ("--cloud-chdir", "cloud_chdir", str,
-     "directory on the nodes, relative to the remote home [default: pytest_<user>_<project>]"),
-    ("--cloud-virtualenv-path", "cloud_virtualenv_path", str,
-     "the project's virtualenv, inside the project root [default: the active one, .venv, venv]"),
-    ("--cloud-mem-per-process", "cloud_mem_per_process", int,
-     "MiB one test process needs; caps the processes per node by its available memory"),
-    ("--cloud-max-processes", "cloud_max_processes", int,
-     "at most this many test processes per node"),
-    ("--cloud-rsync-bandwidth-limit", "cloud_rsync_bandwidth_limit", int,
-     "KB/s per rsync process, 0 = unlimited [default: 5000]"),
-    ("--cloud-rsync-max-processes", "cloud_rsync_max_processes", int,
-     "rsync processes at once [default: one per node]"),
-    ("--cloud-rsync-cipher", "cloud_rsync_cipher", str,
-     "ssh cipher for rsync [default: aes128-gcm@openssh.com]"),
-    ("--cloud-ssh-config", "cloud_ssh_config", str,
-     "ssh config file used for every ssh call [default: ssh's own]"),
-    ("--cloud-connect-timeout", "cloud_connect_timeout", int,
-     "ssh ConnectTimeout in seconds [default: 5]"),
+    (o["name"], _dest(o["name"]), int if o["kind"] == "integer" else str, _help(o))
+    for o in _PLUGIN_OPTIONS
+    if o["kind"] in ("text", "path", "integer")
 ]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cloud", "distributed testing on ssh nodes (pytest-cloud)")
-    group.addoption("--cloud-node", action="append", dest="cloud_node", default=[],
-                    metavar="NODE",
-                    help="node to run tests on: [user@]host[:port] or an ssh alias; repeatable")
-    # One list for both, so the nodes keep the order they were given in.
-    group.addoption("--cloud-nodes", action="append", dest="cloud_node", default=[],
-                    metavar="'NODE NODE ...'", help="space-separated nodes; repeatable")
+    for o in _PLUGIN_OPTIONS:
+        if o["kind"] == "nodes":
+            # One list for --cloud-node and --cloud-nodes, so the nodes keep their order.
+            group.addoption(o["name"], action="append", dest="cloud_node", default=[],
+                            metavar=o["metavar"], help=_help(o))
+        elif o["kind"] == "flag":
+            group.addoption(o["name"], action="store_true", dest=_dest(o["name"]), default=False,
+                            help=_help(o))
     for option, dest, type_, help_ in _VALUE_OPTIONS:
         group.addoption(option, action="store", dest=dest, type=type_, default=None, help=help_)
-    group.addoption("--cloud-timings", action="store_true", dest="cloud_timings", default=False,
-                    help="print how long each phase took (probe, plan, sync, worker start, "
-                         "tests, teardown) as one JSON line on stderr")
     group.addoption("--cloud-binary", action="store", dest="cloud_binary", default=None,
                     metavar="PATH",
                     help=f"the pytest-cloud binary [default: ${BINARY_ENV}, else the one installed "
