@@ -9,6 +9,7 @@
 mod common;
 
 mod exec;
+mod isolation;
 mod launcher;
 mod local_cluster;
 mod plugin;

@@ -4,7 +4,7 @@
 //! gets exactly its local outcomes; afterwards only the shared base is left on the nodes; the
 //! tree of a run killed with SIGKILL (launcher and lease keeper) is removed by a later run.
 
-mod common;
+use crate::common;
 
 use common::cluster::Cluster;
 use common::example::Example;
