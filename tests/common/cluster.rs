@@ -132,6 +132,25 @@ impl Cluster {
         self.script(&["kill", alias]);
     }
 
+    /// SIGSTOP the node's sshd, its sessions and its user's processes: a hung machine whose
+    /// TCP connections stay open (the kernel still ACKs). `thaw` resumes them; `down` does too.
+    pub fn freeze(&self, alias: &str) {
+        self.script(&["freeze", alias]);
+    }
+
+    pub fn thaw(&self, alias: &str) {
+        self.script(&["thaw", alias]);
+    }
+
+    /// Drop every packet to and from the node's address (iptables; root only): off the network.
+    pub fn unplug(&self, alias: &str) {
+        self.script(&["unplug", alias]);
+    }
+
+    pub fn plug(&self, alias: &str) {
+        self.script(&["plug", alias]);
+    }
+
     /// Add alias `name` that accepts TCP but never sends an ssh banner, for `secs` seconds.
     pub fn hang(&self, name: &str, secs: u64) {
         self.script(&["hang", name, "--seconds", &secs.to_string()]);
