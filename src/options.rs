@@ -87,6 +87,7 @@ pub fn cloud_options() -> Vec<CloudOption> {
         o("--cloud-rsync-cipher", Kind::Text, Some("CIPHER"), "ssh cipher for rsync", given(DEFAULT_RSYNC_CIPHER), true),
         o("--cloud-ssh-config", Kind::Path, Some("FILE"), "ssh config file for every ssh call", given("ssh's own"), true),
         o("--cloud-connect-timeout", Kind::Integer, Some("SECS"), "ssh ConnectTimeout in seconds", Some(DEFAULT_CONNECT_TIMEOUT_S.to_string()), true),
+        o("--cloud-node-timeout", Kind::Integer, Some("SECS"), "a node that answers nothing for this many seconds is lost and its tests run on the others (at least 4)", Some(crate::ssh::DEFAULT_NODE_TIMEOUT_S.to_string()), true),
         o("--cloud-develop-egg", Kind::Paths, Some("DIR"), "package directory inside the project to install in develop mode on the nodes; repeatable", None, false),
         o("--cloud-timings", Kind::Flag, None, "print how long each phase took (probe, plan, sync, worker start, tests, teardown) as one JSON line on stderr", None, true),
         o("--cloud-prepare", Kind::Flag, None, "probe, plan and sync, then print a session document instead of running pytest", None, false),

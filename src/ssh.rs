@@ -164,6 +164,30 @@ pub struct SshSettings {
     pub connect_timeout_s: u64,
     /// How long a shared connection outlives its last user; 0 turns sharing off.
     pub control_persist_s: u64,
+    /// A node that answers nothing for this long is lost: the shared connection's ssh
+    /// keepalive (`ServerAliveInterval` x (`ServerAliveCountMax` + 1), see `keepalive`) gives
+    /// up and closes every session on it. This is what notices a frozen node or one off
+    /// the network; a killed one is noticed at once (its TCP connection closes).
+    #[serde(default = "default_node_timeout_s")]
+    pub node_timeout_s: u64,
+}
+
+/// The default lost-node bound (share/doc/faults.md).
+pub const DEFAULT_NODE_TIMEOUT_S: u64 = 12;
+/// ssh's keepalive counts whole seconds and we allow 3 unanswered probes.
+pub const MIN_NODE_TIMEOUT_S: u64 = 4;
+
+fn default_node_timeout_s() -> u64 {
+    DEFAULT_NODE_TIMEOUT_S
+}
+
+/// ssh's keepalive for a node timeout: (ServerAliveInterval, ServerAliveCountMax). ssh
+/// sends a probe after each interval without data from the server and disconnects at the
+/// (CountMax + 1)-th unanswered one, so it gives up within interval x (count + 1) <= the
+/// timeout (measured: share/doc/faults.md).
+pub fn keepalive(node_timeout_s: u64) -> (u64, u64) {
+    const COUNT_MAX: u64 = 3;
+    ((node_timeout_s / (COUNT_MAX + 1)).max(1), COUNT_MAX)
 }
 
 impl Default for SshSettings {
@@ -172,6 +196,7 @@ impl Default for SshSettings {
             config_file: None,
             connect_timeout_s: crate::options::DEFAULT_CONNECT_TIMEOUT_S,
             control_persist_s: crate::options::DEFAULT_CONTROL_PERSIST_S,
+            node_timeout_s: DEFAULT_NODE_TIMEOUT_S,
         }
     }
 }
@@ -240,11 +265,14 @@ pub fn config_text_group(settings: &SshSettings, nodes: &[Destination], control_
     s.push_str("Host *\n");
     s.push_str("  BatchMode yes\n");
     s.push_str(&format!("  ConnectTimeout {}\n", settings.connect_timeout_s));
-    s.push_str("  ServerAliveInterval 15\n  ServerAliveCountMax 4\n");
+    let (interval, count) = keepalive(settings.node_timeout_s);
+    s.push_str(&format!("  ServerAliveInterval {interval}\n  ServerAliveCountMax {count}\n"));
     if settings.control_persist_s > 0 {
         s.push_str("  ControlMaster auto\n");
+        // A persisted master keeps the keepalive it was started with: name the socket after
+        // it, so a run with another --node-timeout gets a master that honours it.
         let suffix = if group == 0 { String::new() } else { format!("-g{group}") };
-        s.push_str(&format!("  ControlPath {}/cm-%C{suffix}\n", control_dir.display()));
+        s.push_str(&format!("  ControlPath {}/cm-%C-k{interval}{suffix}\n", control_dir.display()));
         s.push_str(&format!("  ControlPersist {}\n", settings.control_persist_s));
     } else {
         s.push_str("  ControlMaster no\n  ControlPath none\n");
@@ -390,15 +418,32 @@ mod tests {
 
     #[test]
     fn config_puts_ours_first_then_includes_the_users() {
-        let s = SshSettings { config_file: Some("/x/cfg".into()), connect_timeout_s: 7, control_persist_s: 60 };
+        let s = SshSettings { config_file: Some("/x/cfg".into()), connect_timeout_s: 7, control_persist_s: 60, node_timeout_s: 12 };
         let text = config_text(&s, &[d("n"), d("u@h:2200")], Path::new("/run/pc"));
         let host = text.find("Host pytest-cloud.h.2200").unwrap();
         let star = text.find("Host *").unwrap();
         let inc = text.find("Include \"/x/cfg\"").unwrap();
         assert!(host < star && star < inc, "{text}");
-        assert!(text.contains("ConnectTimeout 7") && text.contains("ControlPath /run/pc/cm-%C"));
+        assert!(text.contains("ConnectTimeout 7") && text.contains("ControlPath /run/pc/cm-%C-k3\n"), "{text}");
+        assert!(text.contains("ServerAliveInterval 3\n  ServerAliveCountMax 3\n"), "{text}");
         assert!(!text.contains("StrictHostKeyChecking"), "host-key checking is the user's");
         assert_eq!(d("u@h:2200").ssh_target(), "u@pytest-cloud.h.2200");
+    }
+
+    #[test]
+    fn keepalive_gives_up_within_the_node_timeout() {
+        for t in MIN_NODE_TIMEOUT_S..100 {
+            let (interval, count) = keepalive(t);
+            assert!(interval >= 1 && count >= 1);
+            assert!(interval * (count + 1) <= t, "{t}: {interval} x ({count} + 1)");
+        }
+        assert_eq!(keepalive(DEFAULT_NODE_TIMEOUT_S), (3, 3));
+    }
+
+    #[test]
+    fn old_documents_without_a_node_timeout_get_the_default() {
+        let s: SshSettings = serde_json::from_str(r#"{"config_file": null, "connect_timeout_s": 5, "control_persist_s": 300}"#).unwrap();
+        assert_eq!(s.node_timeout_s, DEFAULT_NODE_TIMEOUT_S);
     }
 
     #[test]

@@ -85,6 +85,13 @@ pub fn split_args(args: &[String]) -> Result<(CloudOptions, Vec<String>)> {
             "--cloud-rsync-cipher" => o.rsync_cipher = Some(value),
             "--cloud-ssh-config" => o.ssh_config = Some(value.into()),
             "--cloud-connect-timeout" => o.connect_timeout_s = Some(num(&value)?),
+            "--cloud-node-timeout" => {
+                let t = num(&value)?;
+                if t < crate::ssh::MIN_NODE_TIMEOUT_S {
+                    return Err(Error::usage(format!("{name}: at least {} seconds (ssh's keepalive counts whole seconds, 3 unanswered probes)", crate::ssh::MIN_NODE_TIMEOUT_S)));
+                }
+                o.node_timeout_s = Some(t)
+            }
             "--cloud-develop-egg" => o.develop_eggs.push(value.into()),
             "--cloud-timings" => o.timings = true,
             "--cloud-prepare" => o.prepare = true,

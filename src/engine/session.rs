@@ -35,6 +35,7 @@ pub struct CloudOptions {
     pub rsync_cipher: Option<String>,
     pub ssh_config: Option<PathBuf>,
     pub connect_timeout_s: Option<u64>,
+    pub node_timeout_s: Option<u64>,
     pub develop_eggs: Vec<PathBuf>,
     pub timings: bool,
     pub prepare: bool,
@@ -100,6 +101,9 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
 
     let mut settings = SshSettings::default();
     settings.override_with(opts.ssh_config.as_deref(), opts.connect_timeout_s, None);
+    if let Some(t) = opts.node_timeout_s {
+        settings.node_timeout_s = t;
+    }
     // GNU parallel (sync's fan-out) takes 0.1-0.5 s of CPU to start: start it now, so that it
     // is ready when the probe and the pre-flights are done. It runs nothing until sync
     // feeds it a node that passed its pre-flight; if it cannot start, sync says why later.
@@ -170,6 +174,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     let mut env = std::collections::BTreeMap::new();
     env.insert("PYTEST_CLOUD_ROOTDIR".to_string(), root.display().to_string());
     env.insert("PYTEST_CLOUD_GLUE_DIR".to_string(), glue_dir.display().to_string());
+    env.insert("PYTEST_CLOUD_NODE_TIMEOUT".to_string(), settings.node_timeout_s.to_string());
     Ok(Session {
         format_version: schema::FORMAT_VERSION,
         kind: "session".into(),
@@ -287,6 +292,9 @@ pub fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String
         _ => "pytest_cloud_glue".to_string(),
     };
     cmd.env("PYTHONPATH", pythonpath).env("PYTEST_PLUGINS", plugins).env("PYTEST_CLOUD_ROOTDIR", &session.rootdir);
+    if let Some(t) = session.env.get("PYTEST_CLOUD_NODE_TIMEOUT") {
+        cmd.env("PYTEST_CLOUD_NODE_TIMEOUT", t);
+    }
     // `--dist load` was our default, not the user's choice: the glue may schedule by the
     // recorded durations instead (share/pytest-cloud-plugin/src/pytest_cloud/sched.py).
     cmd.env("PYTEST_CLOUD_DIST_DEFAULTED", if session.xdist.dist.is_empty() { "0" } else { "1" });

@@ -196,7 +196,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # The glue reads the binary's phases from here, as it does under the launcher.
         os.environ[glue.TIMINGS_ENV] = json.dumps(session.get("timings_ms") or {})
         config.add_cleanup(lambda: os.environ.pop(glue.TIMINGS_ENV, None))
-    glue.activate(config, session["rootdir"], dist_defaulted=dist_defaulted)
+    env = session.get("env") if isinstance(session.get("env"), dict) else {}
+    glue.activate(config, session["rootdir"], dist_defaulted=dist_defaulted,
+                  node_timeout=env.get(glue.NODE_TIMEOUT_ENV))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
