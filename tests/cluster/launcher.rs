@@ -170,24 +170,114 @@ fn processes_of(user: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn a_node_lost_mid_run_is_reported_and_the_run_completes_on_the_others() {
+/// The test ids of one outcome in a `-rA` run.
+fn ids_with(set: &BTreeSet<String>, outcome: &str) -> BTreeSet<String> {
+    set.iter().filter_map(|s| s.strip_prefix(&format!("{outcome} "))).map(str::to_string).collect()
+}
+
+/// What the nodes' users still run of the run (python, pytest, rsync, a shell of a session):
+/// must come to nothing. The shared ssh connection itself (`sshd: user@notty`, no process
+/// under it) stays on a live node by design (ControlPersist, for the next run). Waits,
+/// because a node whose connection just closed needs a moment (execnet's worker side exits
+/// on its stdin's EOF within about 15 s, xdist-notes section 6).
+fn wait_nothing_left(users: &[(String, String)]) {
+    for (alias, user) in users {
+        wait_for(&format!("nothing of the run left on {alias} ({user})"), || {
+            let left = processes_of(user);
+            let ours: Vec<&str> = left.lines().filter(|l| ["python", "pytest", "rsync", "sh -c"].iter().any(|w| l.contains(w))).collect();
+            ours.is_empty()
+        });
+    }
+}
+
+/// A node lost mid-run, however it goes: every test passes elsewhere, exit 0, the node is
+/// named in the "nodes lost" section with the tests moved from it, and once the node is
+/// back (`revive`) nothing of the run is left there.
+fn node_lost_mid_run(fault: &str, revive: Option<&str>) {
     let c = Cluster::up(2);
     let ex = Example::new();
-    let tag = format!("pc-death-{}", std::process::id());
+    let tag = format!("pc-{fault}-{}", std::process::id());
     add_slow_tests(&ex, &tag, 16, 0.5);
-    let child = spawn_cloud(&ex, &c, &["tests/test_long.py", "-rA"]);
+    let users: Vec<(String, String)> = c.aliases().iter().map(|a| (a.clone(), node_user(&c, a))).collect();
+    let child = spawn_cloud(&ex, &c, &["tests/test_long.py", "-rA", "--cloud-node-timeout=4"]);
     wait_for("a test running on node2", || markers(&tag, "node2-") > 0);
+    c.script(&[fault, "node2"]);
+    let out = child.wait_with_output().unwrap();
+    if let Some(cmd) = revive {
+        c.script(&[cmd, "node2"]);
+    }
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "every test passed elsewhere:\n{all}");
+    let (set, counts) = outcomes(&out);
+    assert_eq!(ids_with(&set, "PASSED").len(), 16, "each test passed, once:\n{all}");
+    assert_eq!(set.len(), 16, "no test has a second, failed report:\n{all}");
+    assert_eq!(counts, "16 passed", "{all}");
+    assert!(!all.contains("crashed while running"), "no false failure:\n{all}");
+    let section = all.split("pytest-cloud: nodes lost").nth(1).unwrap_or_else(|| panic!("no nodes lost section:\n{all}"));
+    assert!(section.contains("node2: lost at ") && section.contains("workers node2-0, node2-1 down"), "{all}");
+    assert!(section.contains("moved: tests/test_long.py::test_long[") && section.contains("passed on node1"), "the moved tests and where they passed:\n{all}");
+    assert!(!section.contains("node1: lost"), "{all}");
+    wait_nothing_left(&users);
+}
+
+#[test]
+fn a_node_killed_mid_run_costs_no_test() {
+    // Changed contract (issue 10): the tests running on a lost node used to be reported
+    // failed ("crashed ... on node node2", exit 1); now they run again on a live node.
+    node_lost_mid_run("kill", None);
+}
+
+#[test]
+fn a_node_frozen_mid_run_costs_no_test_and_leaves_nothing_once_thawed() {
+    node_lost_mid_run("freeze", Some("thaw"));
+}
+
+#[test]
+fn a_node_off_the_network_mid_run_costs_no_test_and_leaves_nothing_once_back() {
+    if !is_root() || Command::new("iptables").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("SKIPPED: unplugging a node needs root and iptables (scripts/install-deps installs it)");
+        return;
+    }
+    node_lost_mid_run("unplug", Some("plug"));
+}
+
+fn is_root() -> bool {
+    String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0"
+}
+
+#[test]
+fn a_worker_that_crashes_on_a_live_node_fails_its_test_naming_the_node() {
+    let c = Cluster::up(2);
+    let ex = Example::new();
+    let tag = format!("pc-crash-{}", std::process::id());
+    add_slow_tests(&ex, &tag, 8, 0.2);
+    std::fs::write(ex.root().join("tests/test_crash.py"), "import os\n\ndef test_exits_hard():\n    os._exit(3)\n").unwrap();
+    let out = cloud(&ex, &c, &["tests/test_long.py", "tests/test_crash.py"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let (set, _) = outcomes(&out);
+    assert_eq!(ids_with(&set, "FAILED"), BTreeSet::from(["tests/test_crash.py::test_exits_hard".to_string()]), "{all}");
+    assert_eq!(ids_with(&set, "PASSED").len(), 8, "{all}");
+    assert!(all.contains("crashed while running 'tests/test_crash.py::test_exits_hard' on node node"), "the failure names the node:\n{all}");
+    assert!(all.contains("pytest-cloud: workers crashed") && !all.contains("pytest-cloud: nodes lost"), "a crash, not a lost node:\n{all}");
+}
+
+#[test]
+fn every_node_lost_stops_the_run_with_exit_69() {
+    let c = Cluster::up(2);
+    let ex = Example::new();
+    let tag = format!("pc-all-{}", std::process::id());
+    add_slow_tests(&ex, &tag, 16, 1.0);
+    let child = spawn_cloud(&ex, &c, &["tests/test_long.py", "-rA"]);
+    wait_for("tests running on both nodes", || markers(&tag, "node1-") > 0 && markers(&tag, "node2-") > 0);
+    c.kill("node1");
     c.kill("node2");
     let out = child.wait_with_output().unwrap();
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "the test that was running on the lost node fails:\n{all}");
-    assert!(all.contains("crashed") && all.contains("on node node2"), "the crash names the node:\n{all}");
-    assert!(all.contains("workers lost") && all.contains("node2: workers node2-0, node2-1 down") && all.contains("node lost"), "the summary names the lost node:\n{all}");
-    let (set, _) = outcomes(&out);
-    let ids: BTreeSet<String> = set.iter().map(|s| s.split_once(' ').unwrap().1.to_string()).collect();
-    assert_eq!(ids.len(), 16, "every test was reported once, the unstarted ones ran elsewhere:\n{all}");
-    assert!(set.iter().any(|s| s.starts_with("FAILED")) && set.iter().filter(|s| s.starts_with("PASSED")).count() >= 12, "{all}");
+    assert_eq!(out.status.code(), Some(69), "pytest-cloud's 'no usable node':\n{all}");
+    assert!(all.contains("pytest-cloud: every node is lost: node1, node2") || all.contains("pytest-cloud: every node is lost: node2, node1"), "{all}");
+    assert!(all.contains("not run: tests/test_long.py::test_long["), "the tests that were running are named:\n{all}");
+    assert!(!all.contains("crashed while running"), "{all}");
 }
 
 #[test]

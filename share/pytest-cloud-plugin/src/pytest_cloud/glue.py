@@ -10,9 +10,10 @@ know that and, for every ssh worker:
 2. rewrites path arguments with ``make_reltoroot``, which raises
    ``ValueError: arg tests not relative to an rsync root`` for any relative path
    that exists locally (``pytest tests/``);
-3. on a lost node, tries to start a replacement worker from the main loop; the
-   ssh connect fails with ``execnet.HostNotFound`` and the controller crashes
-   with an INTERNALERROR;
+3. on a lost node, reports the tests that were running there as failed, then
+   tries to start a replacement worker there from the main loop; the ssh connect
+   fails with ``execnet.HostNotFound`` and the controller crashes with an
+   INTERNALERROR (what is done instead: ``_NodeFaults``);
 4. makes the workers' gateways one after another, each waiting for three round
    trips (ssh session and interpreter start, ``chdir``, ``rinfo``): 8 workers
    spent 0.4-1.0 s there before the last one could start importing pytest.
@@ -57,6 +58,13 @@ TIMINGS_ENV = "PYTEST_CLOUD_TIMINGS"
 #: "1" when the launcher added ``--dist load`` because the user gave no ``--dist``.
 DIST_DEFAULTED_ENV = "PYTEST_CLOUD_DIST_DEFAULTED"
 _PLUGIN_NAME = "pytest-cloud-glue"
+_FAULTS_NAME = "pytest-cloud-faults"
+#: The launcher's ``--cloud-node-timeout`` (seconds), for the messages only: ssh's keepalive
+#: on each node's shared connection is what enforces it.
+NODE_TIMEOUT_ENV = "PYTEST_CLOUD_NODE_TIMEOUT"
+#: The exit code of a run that lost every node with tests left to run: pytest-cloud's
+#: "no usable node" (share/doc/exit-codes.md).
+EXIT_ALL_NODES_LOST = 69
 
 
 def _sched_module() -> Any:
@@ -77,16 +85,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def activate(config: pytest.Config, rootdir: str | os.PathLike[str],
-             dist_defaulted: bool | None = None) -> None:
+             dist_defaulted: bool | None = None, node_timeout: str | None = None) -> None:
     """Turn the glue on for this (controller) config; a second call is a no-op.
 
     ``dist_defaulted``: ``--dist load`` was our choice, not the user's (the duration-aware
     scheduler may then take over, see sched.py); None reads ``$PYTEST_CLOUD_DIST_DEFAULTED``.
+    ``node_timeout``: the launcher's ``--cloud-node-timeout``, for messages (default:
+    ``$PYTEST_CLOUD_NODE_TIMEOUT``).
     """
     if hasattr(config, "workerinput") or config.pluginmanager.has_plugin(_PLUGIN_NAME):
         return
     workermanage = check_xdist()
     glue = _ControllerGlue(config, Path(rootdir), workermanage)
+    config.pluginmanager.register(
+        _NodeFaults(config, node_timeout or os.environ.get(NODE_TIMEOUT_ENV)), _FAULTS_NAME)
     config.pluginmanager.register(glue, _PLUGIN_NAME)
     config.add_cleanup(glue.restore)
     if dist_defaulted is None:
@@ -263,11 +275,6 @@ class _ControllerGlue:
             return original(roots, args)
 
         workermanage.make_reltoroot = make_reltoroot
-        # host -> why it is considered lost; host -> [(worker id, error)];
-        # host -> ids of the replacement workers started there
-        self.lost: dict[str, str] = {}
-        self.down: dict[str, list[tuple[str, str]]] = {}
-        self.replaced: dict[str, list[str]] = {}
 
     def restore(self) -> None:
         self.workermanage.make_reltoroot = self.original_make_reltoroot
@@ -288,102 +295,12 @@ class _ControllerGlue:
             for spec in specs:
                 if spec.chdir:
                     spec.chdir = posixpath.join(spec.chdir, *self.subdir.split(os.sep))
-        # Patch 3: a replacement worker that cannot connect must not crash the run.
-        dsession._clone_node = self._guard_clone(dsession, dsession._clone_node)
+        # Patch 3: no replacement worker on a lost node (see _NodeFaults).
+        faults = config.pluginmanager.getplugin(_FAULTS_NAME)
+        if faults is not None:
+            faults.guard_clone(dsession)
         # Patch 4: all gateways at once (after the chdir above, which they carry).
         _connect_all_at_once(dsession.nodemanager.group, specs)
-
-    def _guard_clone(self, dsession: Any, clone: Any) -> Any:
-        def guarded_clone(node: Any) -> Any:
-            host = _host(node)
-            if host not in self.lost:
-                replacement = self._try_clone(clone, node, host)
-                if replacement is not None:
-                    return replacement
-            if self._needs_rescue(dsession, node):
-                # The tests queued on the lost node went back to the scheduler,
-                # but every worker left on the live nodes may already have been
-                # told to shut down (load scheduling does that as soon as nothing
-                # is pending), so nobody would run them. Start one worker on a
-                # live node instead; only now, so live nodes are not overloaded.
-                for spec in self._live_specs(dsession):
-                    spare = _SpareNode(spec)
-                    rescue = self._try_clone(clone, spare, _host(spare))
-                    if rescue is not None:
-                        self._line(f"pytest-cloud: {node.gateway.id} on lost node {host} "
-                                   f"replaced by {rescue.gateway.id} on {_host(spare)}")
-                        return rescue
-            else:
-                self._line(f"pytest-cloud: not replacing {node.gateway.id} on lost node "
-                           f"{host}; its pending tests go to the other workers")
-            if not self._live_workers(dsession, node):
-                # Without this xdist raises "Unexpectedly no active workers
-                # available" (INTERNALERROR); say what happened instead.
-                dsession.shouldstop = "pytest-cloud: every node is lost: " + "; ".join(
-                    f"{h} ({why})" for h, why in self.lost.items()
-                )
-            return None
-
-        return guarded_clone
-
-    def _try_clone(self, clone: Any, node: Any, host: str) -> Any:
-        try:
-            replacement = clone(node)
-        except Exception as exc:  # execnet.HostNotFound, OSError, EOFError, ...
-            self.lost[host] = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            self._line(f"pytest-cloud: node {host} is lost: cannot start a worker there "
-                       f"({self.lost[host]})")
-            return None
-        self.replaced.setdefault(host, []).append(replacement.gateway.id)
-        return replacement
-
-    def _live_workers(self, dsession: Any, dying: Any) -> list[Any]:
-        return [n for n in dsession._active_nodes
-                if n is not dying and _host(n) not in self.lost]
-
-    def _needs_rescue(self, dsession: Any, dying: Any) -> bool:
-        sched = dsession.sched
-        if sched is None or not sched.has_pending:
-            return False
-        return all(n.shutting_down for n in self._live_workers(dsession, dying))
-
-    def _live_specs(self, dsession: Any) -> list[Any]:
-        # One spec per live host, the host with the fewest replacements first.
-        by_host: dict[str, Any] = {}
-        for spec in dsession.nodemanager.specs:
-            host = _host_of_spec(spec)
-            if host not in self.lost:
-                by_host.setdefault(host, spec)
-        return sorted(by_host.values(),
-                      key=lambda s: len(self.replaced.get(_host_of_spec(s), [])))
-
-    @pytest.hookimpl
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        if error:
-            self.down.setdefault(_host(node), []).append((node.gateway.id, str(error)))
-
-    @pytest.hookimpl
-    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
-        # xdist's message names the worker only ("worker 'gw3' crashed while running ...").
-        worker = getattr(report, "node", None)
-        if worker is not None and isinstance(report.longrepr, str):
-            report.longrepr += f" on node {_host(worker)}"
-
-    @pytest.hookimpl
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.down:
-            return
-        terminalreporter.write_sep("=", "pytest-cloud: workers lost", yellow=True)
-        for host, downs in self.down.items():
-            workers = ", ".join(sorted({w for w, _ in downs}))
-            errors = "; ".join(sorted({e for _, e in downs}))
-            if host in self.lost:
-                state = f"node lost ({self.lost[host]})"
-            elif host in self.replaced:
-                state = "replaced by " + ", ".join(self.replaced[host])
-            else:
-                state = "not replaced (--max-worker-restart reached)"
-            terminalreporter.write_line(f"{host}: workers {workers} down ({errors}); {state}")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: Any) -> None:
@@ -441,6 +358,337 @@ def _connect_all_at_once(group: Any, specs: Any) -> None:
         return entry[1].result()
 
     group.makegateway = makegateway
+
+
+# ---------------------------------------------------------------- lost nodes
+
+
+class _NodeFaults:
+    """A node that is lost costs seconds, not tests (share/doc/faults.md).
+
+    How a node's loss shows: every worker there goes down at once, because they are
+    sessions over the node's one shared ssh connection (ControlMaster), and that
+    connection closes when the node is killed (TCP closed) or when ssh's keepalive gives
+    up on a frozen node or one off the network (``--cloud-node-timeout``).
+
+    How it is told from a worker that crashed on a live node (a segfault, ``os._exit``):
+    when a worker goes down, ``ssh -O check`` asks the node's shared connection whether it
+    is still up (a local call, milliseconds). Up: the worker died on its own, and xdist's
+    meaning holds (the running test fails, naming the node; a replacement starts there).
+    Down: the node is lost for the rest of the run. Without a shared connection, a quick
+    ``ssh NODE true`` decides instead.
+
+    What happens then, through the scheduler protocol only (so it works with xdist's
+    schedulers and any other): the scheduler's ``remove_node`` is wrapped on the instance
+    (``pytest_xdist_make_scheduler`` hookwrapper); for a lost node the test it was running
+    goes back with ``mark_test_pending`` and ``remove_node`` returns None, so xdist reports
+    no crash for it. Its queued tests go back as usual. No worker is started on a lost node
+    (patch 3); when every live worker has already been told to shut down, one worker per
+    lost one is started on a live node to run what came back. A test that came back and
+    was run nowhere by the end fails, saying so. Every node lost with tests left: the run
+    stops and exits with ``EXIT_ALL_NODES_LOST``.
+    """
+
+    def __init__(self, config: pytest.Config, node_timeout: str | None = None) -> None:
+        import time
+
+        self.config = config
+        self._clock = time.monotonic
+        self._wall = time.time
+        self.started = self._clock()
+        self.node_timeout = node_timeout
+        self.sched: Any = None
+        self.dsession: Any = None
+        # host -> {"at": wall time, "after": s into the run, "why": text, "workers": [ids]}
+        self.lost: dict[str, dict[str, Any]] = {}
+        # nodeid -> (lost host, worker id); then where it ran again and how it ended
+        self.moved: dict[str, tuple[str, str]] = {}
+        self.rerun: dict[str, tuple[str, str]] = {}
+        # host -> [(worker id, error)] for workers that crashed on a live node
+        self.crashed: dict[str, list[tuple[str, str]]] = {}
+        self.replaced: dict[str, list[str]] = {}
+        self.rescues: dict[str, list[str]] = {}
+        self.all_lost: str | None = None
+        self._reasons: dict[str, Any] = {}
+
+    # -- the scheduler: any object with the Scheduling protocol
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        sched = yield
+        if sched is not None:
+            self._wrap_remove_node(sched)
+        self.sched = sched
+        return sched
+
+    def _wrap_remove_node(self, sched: Any) -> None:
+        remove_node = sched.remove_node
+
+        def remove_lost_aware(node: Any) -> Any:
+            crashitem = remove_node(node)
+            host = _host(node)
+            if crashitem is None or host not in self.lost:
+                return crashitem
+            # Not the test's fault: it goes back to the queue. Schedulers that re-queue a
+            # crashed item's whole unit themselves (loadscope, loadfile, loadgroup) do not
+            # implement mark_test_pending; the end-of-run check catches any that loses it.
+            try:
+                sched.mark_test_pending(crashitem)
+            except NotImplementedError:
+                pass
+            self.moved[crashitem] = (host, node.gateway.id)
+            return None
+
+        sched.remove_node = remove_lost_aware
+
+    # -- telling a lost node from a crashed worker
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        if not error:
+            return
+        host = _host(node)
+        if host not in self.lost:
+            alive, why = _node_answers(node.gateway.spec)
+            if alive:
+                self.crashed.setdefault(host, []).append((node.gateway.id, str(error)))
+                return
+            self._mark_lost(host, why, node.gateway.spec)
+        self.lost[host]["workers"].append(node.gateway.id)
+
+    def _mark_lost(self, host: str, why: str, spec: Any) -> None:
+        self.lost[host] = {"at": self._wall(), "after": self._clock() - self.started,
+                           "why": why, "workers": []}
+        left = "its tests go to the other nodes" if self._hosts() - set(self.lost) - {host} \
+            else "no node is left"
+        self._line(f"pytest-cloud: node {host} is lost ({why}); {left}")
+        # Why, in ssh's own words (refused, timed out, ...), for the summary only: in the
+        # background, so the run does not wait for a connect timeout.
+        self._reasons[host] = _Reconnect(spec)
+
+    # -- patch 3: no worker on a lost node; a rescue worker on a live one when needed
+
+    def guard_clone(self, dsession: Any) -> None:
+        self.dsession = dsession
+        clone = dsession._clone_node
+
+        def guarded_clone(node: Any) -> Any:
+            host = _host(node)
+            if host not in self.lost:
+                replacement = self._try_clone(clone, node, host)
+                if replacement is not None:
+                    self.replaced.setdefault(host, []).append(replacement.gateway.id)
+                    return replacement
+            if self._needs_rescue(dsession, node):
+                for spec in self._live_specs(dsession):
+                    spare = _SpareNode(spec)
+                    rescue = self._try_clone(clone, spare, _host(spare))
+                    if rescue is not None:
+                        self.rescues.setdefault(_host(spare), []).append(rescue.gateway.id)
+                        self._line(f"pytest-cloud: {node.gateway.id} on lost node {host}: its "
+                                   f"tests go to {rescue.gateway.id} on {_host(spare)}")
+                        return rescue
+            else:
+                self._line(f"pytest-cloud: not replacing {node.gateway.id} on lost node {host}")
+            if not self._live_workers(dsession, node) and not self._finished():
+                self.all_lost = "pytest-cloud: every node is lost: " + ", ".join(self.lost)
+                dsession.shouldstop = self.all_lost
+            return None
+
+        dsession._clone_node = guarded_clone
+
+    def _try_clone(self, clone: Any, node: Any, host: str) -> Any:
+        try:
+            return clone(node)
+        except Exception as exc:  # execnet.HostNotFound, OSError, EOFError, ...
+            if host not in self.lost:
+                self._mark_lost(host, f"cannot start a worker there: {type(exc).__name__}: {exc}"
+                                .rstrip(": "), node.gateway.spec)
+            return None
+
+    def _hosts(self) -> set[str]:
+        nodemanager = getattr(self.dsession, "nodemanager", None)
+        return {_host_of_spec(s) for s in getattr(nodemanager, "specs", [])}
+
+    def _finished(self) -> bool:
+        return self.sched is not None and self.sched.tests_finished
+
+    def _live_workers(self, dsession: Any, dying: Any) -> list[Any]:
+        return [n for n in dsession._active_nodes
+                if n is not dying and _host(n) not in self.lost]
+
+    def _needs_rescue(self, dsession: Any, dying: Any) -> bool:
+        # Tests came back from the lost node, but the live workers may all have been told
+        # to shut down already (load scheduling does that as soon as nothing is pending):
+        # nobody would run them. At most one rescue per lost worker, so live nodes take on
+        # no more workers than the run lost.
+        sched = self.sched or dsession.sched
+        if sched is None or not sched.has_pending:
+            return False
+        lost_workers = sum(len(info["workers"]) for info in self.lost.values())
+        rescues = sum(len(r) for r in self.rescues.values())
+        taking = [n for n in self._live_workers(dsession, dying) if not n.shutting_down]
+        return rescues < lost_workers and len(taking) <= rescues
+
+    def _live_specs(self, dsession: Any) -> list[Any]:
+        # One spec per live host, the host with the fewest rescue workers first.
+        by_host: dict[str, Any] = {}
+        for spec in dsession.nodemanager.specs:
+            host = _host_of_spec(spec)
+            if host not in self.lost:
+                by_host.setdefault(host, spec)
+        return sorted(by_host.values(), key=lambda s: len(self.rescues.get(_host_of_spec(s), [])))
+
+    # -- reports
+
+    @pytest.hookimpl
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        # xdist's message names the worker only ("worker 'gw3' crashed while running ...").
+        worker = getattr(report, "node", None)
+        if worker is not None and isinstance(report.longrepr, str):
+            report.longrepr += f" on node {_host(worker)}"
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.nodeid not in self.moved or report.nodeid in self.rerun:
+            return
+        worker = getattr(report, "node", None)
+        if worker is None:
+            return
+        if report.when == "call" or report.failed or report.skipped:
+            self.rerun[report.nodeid] = (f"{_host(worker)} ({worker.gateway.id})", report.outcome)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.all_lost:
+            session.exitstatus = EXIT_ALL_NODES_LOST
+            return
+        # A test that came back from a lost node must have run somewhere: if not (a
+        # scheduler that dropped it, --max-worker-restart reached), it fails, saying why.
+        for nodeid, (host, worker) in self.moved.items():
+            if nodeid in self.rerun:
+                continue
+            fspath = nodeid.split("::")[0]
+            report = pytest.TestReport(
+                nodeid=nodeid, location=(fspath, None, fspath), keywords={}, outcome="failed",
+                longrepr=(f"pytest-cloud: {nodeid} was running on {worker} when node {host} "
+                          "was lost, and no live worker ran it again"),
+                when="call",
+            )
+            self.rerun[nodeid] = ("nowhere", "failed")
+            self.config.hook.pytest_runtest_logreport(report=report)
+            if session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        import time
+
+        tr = terminalreporter
+        if self.lost:
+            tr.write_sep("=", "pytest-cloud: nodes lost", yellow=True)
+            for host, info in self.lost.items():
+                when = time.strftime("%H:%M:%S", time.localtime(info["at"]))
+                reason = info["why"]
+                probe = self._reasons.get(host)
+                answer = probe.result() if probe is not None else None
+                if answer:
+                    reason += f"; a new connection: {answer}"
+                workers = ", ".join(sorted(info["workers"])) or "no worker"
+                timeout = f"; nodes silent for {self.node_timeout} s count as lost" \
+                    if self.node_timeout else ""
+                tr.write_line(f"{host}: lost at {when}, {info['after']:.1f} s into the session "
+                              f"({reason}{timeout}); workers {workers} down, none started "
+                              "there again")
+                moved = [(n, w) for n, (h, w) in self.moved.items() if h == host]
+                if not moved:
+                    tr.write_line("  no test was running there")
+                for nodeid, worker in moved:
+                    if nodeid in self.rerun:
+                        where, outcome = self.rerun[nodeid]
+                        tr.write_line(f"  moved: {nodeid} (was on {worker}): {outcome} on {where}")
+                    else:
+                        tr.write_line(f"  not run: {nodeid} (was on {worker})")
+            if self.all_lost:
+                tr.write_line(f"{self.all_lost}; the run stopped with tests left "
+                              f"(exit {EXIT_ALL_NODES_LOST})", red=True)
+        if self.crashed:
+            tr.write_sep("=", "pytest-cloud: workers crashed", yellow=True)
+            for host, downs in self.crashed.items():
+                workers = ", ".join(sorted({w for w, _ in downs}))
+                errors = "; ".join(sorted({e for _, e in downs}))
+                again = self.replaced.get(host)
+                state = ("replaced by " + ", ".join(again)) if again else \
+                    "not replaced (--max-worker-restart reached)"
+                tr.write_line(f"{host} (node alive): workers {workers} down ({errors}); {state}")
+
+    def _line(self, text: str) -> None:
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(text)
+
+
+def _ssh_base(spec: Any) -> list[str]:
+    argv = ["ssh"]
+    if getattr(spec, "ssh_config", None):
+        argv += ["-F", str(spec.ssh_config)]
+    return argv
+
+
+def _node_answers(spec: Any, timeout: float = 10.0) -> tuple[bool, str]:
+    """Whether the node of a worker that just went down is still there, and if not, why."""
+    import subprocess
+
+    words = str(spec.ssh).split()
+    try:
+        check = subprocess.run(_ssh_base(spec) + ["-O", "check"] + words, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"ssh -O check failed: {exc}"
+    if check.returncode == 0:
+        return True, "its shared ssh connection is up"
+    if "No ControlPath specified" not in check.stderr and "ControlPath none" not in check.stderr:
+        return False, "its shared ssh connection closed"
+    # No shared connection to ask: try one (ConnectTimeout from the config bounds it).
+    try:
+        probe = subprocess.run(_ssh_base(spec) + words + ["true"], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"ssh {spec.ssh} true: {exc}"
+    if probe.returncode == 0:
+        return True, "it answers ssh"
+    return False, (probe.stderr.strip().splitlines() or ["ssh failed"])[-1]
+
+
+class _Reconnect:
+    """One direct ssh connection attempt in the background, for the summary's reason
+    (ssh's own words: refused, timed out during banner exchange, ...). Never shares or
+    becomes a shared connection, and ends within ConnectTimeout."""
+
+    def __init__(self, spec: Any) -> None:
+        import subprocess
+        import threading
+
+        self.answer: str | None = None
+        argv = _ssh_base(spec) + ["-o", "ControlMaster=no", "-o", "ControlPath=none"] \
+            + str(spec.ssh).split() + ["true"]
+
+        def attempt() -> None:
+            try:
+                out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                     text=True, timeout=15)
+                lines = out.stderr.strip().splitlines()
+                self.answer = "it answers again" if out.returncode == 0 else \
+                    (lines[-1] if lines else f"ssh exited {out.returncode}")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.answer = f"no answer ({type(exc).__name__})"
+
+        self.thread = threading.Thread(target=attempt, name="pytest-cloud-reconnect", daemon=True)
+        self.thread.start()
+
+    def result(self) -> str | None:
+        self.thread.join(timeout=0.5)
+        return self.answer
 
 
 class _SpareNode:
