@@ -351,7 +351,7 @@ _pytest__cloud() {
             return 0
             ;;
         pytest__cloud__subcmd__pytest)
-            opts="--cloud-node --cloud-nodes --cloud-python --cloud-chdir --cloud-virtualenv-path --cloud-mem-per-process --cloud-max-processes --cloud-rsync-bandwidth-limit --cloud-rsync-max-processes --cloud-rsync-cipher --cloud-ssh-config --cloud-connect-timeout --cloud-develop-egg --cloud-timings --cloud-prepare --cloud-quiet --cloud-help"
+            opts="--cloud-node --cloud-nodes --cloud-python --cloud-chdir --cloud-virtualenv-path --cloud-mem-per-process --cloud-max-processes --cloud-rsync-bandwidth-limit --cloud-rsync-max-processes --cloud-rsync-cipher --cloud-ssh-config --cloud-connect-timeout --cloud-node-timeout --cloud-develop-egg --cloud-timings --cloud-prepare --cloud-quiet --cloud-help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -402,6 +402,10 @@ _pytest__cloud() {
                     return 0
                     ;;
                 --cloud-connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud-node-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
