@@ -185,6 +185,6 @@ def test_crashed_worker_is_replaced_and_reported(pytester, fake_binary):
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines([
         "*worker 'gw*' crashed while running 'test_crash.py::test_crash' on node *popen//chdir=*",
-        "*pytest-cloud: workers lost*",
-        "*: workers gw* down (Not properly terminated); replaced by gw2",
+        "*pytest-cloud: workers crashed*",
+        "* (node alive): workers gw* down (Not properly terminated); replaced by gw2",
     ])

@@ -639,6 +639,8 @@ def _node_answers(spec: Any, timeout: float = 10.0) -> tuple[bool, str]:
     """Whether the node of a worker that just went down is still there, and if not, why."""
     import subprocess
 
+    if not getattr(spec, "ssh", None):
+        return True, "not an ssh worker"  # popen/socket: no node of ours to lose
     words = str(spec.ssh).split()
     try:
         check = subprocess.run(_ssh_base(spec) + ["-O", "check"] + words, stdin=subprocess.DEVNULL,
