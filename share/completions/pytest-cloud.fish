@@ -94,7 +94,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l clo
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-rsync-cipher -d 'ssh cipher for rsync [default: aes128-gcm@openssh.com]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-ssh-config -d 'ssh config file for every ssh call [default: ssh\'s own]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-connect-timeout -d 'ssh ConnectTimeout in seconds [default: 5]' -r
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-node-timeout -d 'a node silent this many seconds is lost; its tests run elsewhere [default: 12, at least 4]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-node-timeout -d 'a node that answers nothing for this many seconds is lost and its tests run on the others (at least 4) [default: 12]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-develop-egg -d 'package directory inside the project to install in develop mode on the nodes; repeatable' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-timings -d 'print how long each phase took (probe, plan, sync, worker start, tests, teardown) as one JSON line on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-prepare -d 'probe, plan and sync, then print a session document instead of running pytest'

@@ -127,7 +127,7 @@ _arguments "${_arguments_options[@]}" : \
 '*--cloud-rsync-cipher=[ssh cipher for rsync \[default\: aes128-gcm@openssh.com\]]:VALUE:_default' \
 '*--cloud-ssh-config=[ssh config file for every ssh call \[default\: ssh'\''s own\]]:VALUE:_default' \
 '*--cloud-connect-timeout=[ssh ConnectTimeout in seconds \[default\: 5\]]:VALUE:_default' \
-'*--cloud-node-timeout=[a node silent this many seconds is lost; its tests run elsewhere \[default\: 12, at least 4\]]:VALUE:_default' \
+'*--cloud-node-timeout=[a node that answers nothing for this many seconds is lost and its tests run on the others (at least 4) \[default\: 12\]]:VALUE:_default' \
 '*--cloud-develop-egg=[package directory inside the project to install in develop mode on the nodes; repeatable]:VALUE:_default' \
 '--cloud-timings[print how long each phase took (probe, plan, sync, worker start, tests, teardown) as one JSON line on stderr]' \
 '--cloud-prepare[probe, plan and sync, then print a session document instead of running pytest]' \

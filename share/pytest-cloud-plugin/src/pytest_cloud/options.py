@@ -102,6 +102,14 @@ OPTIONS = json.loads(r'''[
     "plugin": true
   },
   {
+    "name": "--cloud-node-timeout",
+    "kind": "integer",
+    "metavar": "SECS",
+    "help": "a node that answers nothing for this many seconds is lost and its tests run on the others (at least 4)",
+    "default": "12",
+    "plugin": true
+  },
+  {
     "name": "--cloud-develop-egg",
     "kind": "paths",
     "metavar": "DIR",
