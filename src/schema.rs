@@ -16,7 +16,7 @@
 //! Every wire type is here: the documents, the `exec` records and the enums they use.
 
 use crate::error::{Error, Exit, Result};
-use crate::ssh::SshSettings;
+use crate::ssh::{Destination, SshSettings};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -97,8 +97,9 @@ impl ErrorKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeReport {
-    /// The node as given, canonical `[user@]host[:port]` (or an ssh alias).
-    pub node: String,
+    /// The node as given, canonical `[user@]host[:port]` (or an ssh alias); on the wire
+    /// its `key()`, parsed when the document is read.
+    pub node: Destination,
     pub status: NodeStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<ErrorKind>,
@@ -161,7 +162,7 @@ pub struct PlanOptions {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedNode {
-    pub node: String,
+    pub node: Destination,
     pub slots: u32,
     /// Stable, readable worker ids: `<label>-<i>`.
     pub workers: Vec<String>,
@@ -198,7 +199,7 @@ impl std::fmt::Display for Stage {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dropped {
-    pub node: String,
+    pub node: Destination,
     /// Which stage dropped it.
     pub stage: Stage,
     pub error_kind: ErrorKind,

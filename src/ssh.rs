@@ -15,7 +15,13 @@ use std::path::{Path, PathBuf};
 
 /// A node as the user names it: `[user@]host[:port]`, `[user@][v6addr][:port]`, or an ssh
 /// config alias (which is just a host to us).
+///
+/// This is the one parsed form of a node: the command line parses with `parse_nodes`, a
+/// document's `node` fields parse here when the document is read (serde `try_from`), and
+/// the wire carries `key()`, so a bad node in a document is a schema error naming it and
+/// nothing downstream parses a node string again.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Destination {
     pub user: Option<String>,
     pub host: String,
@@ -130,6 +136,19 @@ impl fmt::Display for Destination {
             (false, Some(p)) => write!(f, "{}:{p}", self.host),
             (false, None) => write!(f, "{}", self.host),
         }
+    }
+}
+
+impl TryFrom<String> for Destination {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        Destination::parse(&s)
+    }
+}
+
+impl From<Destination> for String {
+    fn from(d: Destination) -> String {
+        d.key()
     }
 }
 

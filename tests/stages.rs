@@ -130,6 +130,41 @@ fn plan_input_errors() {
     bin().arg("plan").write_stdin(r#"{"format_version": 1, "kind": "inventory", "nodes": 3}"#).assert().code(65).stderr(predicate::str::contains("schema"));
 }
 
+/// A node is parsed once, when the document is read: a bad node string in any document is
+/// one bad-input error (65) naming it, whichever stage reads it, before anything is touched.
+#[test]
+fn a_document_with_an_invalid_node_is_refused_naming_it() {
+    let bad = "evil;rm -rf /";
+    let mut plan = plan_fixture();
+    plan["nodes"][0]["node"] = bad.into();
+    for stage in [&["exec", "--", "true"][..], &["sync"][..]] {
+        bin()
+            .args(stage)
+            .env_remove("VIRTUAL_ENV")
+            .write_stdin(plan.to_string())
+            .assert()
+            .code(65)
+            .stdout("")
+            .stderr(predicate::str::contains("plan document does not match its schema").and(predicate::str::contains("\"evil;rm -rf /\"")));
+    }
+    // The same in the inventory a plan carries, in a dropped entry, and in plan's own input.
+    let mut plan = plan_fixture();
+    plan["inventory"]["nodes"][0]["node"] = "h:0".into();
+    bin().args(["exec", "--", "true"]).write_stdin(plan.to_string()).assert().code(65).stdout("").stderr(predicate::str::contains("bad port \"0\""));
+    let mut plan = plan_fixture();
+    plan["dropped"][0]["node"] = "a@b@".into();
+    bin().args(["exec", "--", "true"]).write_stdin(plan.to_string()).assert().code(65).stdout("").stderr(predicate::str::contains("\"a@b@\""));
+    let mut inv: Value = serde_json::from_str(&inventory_fixture()).unwrap();
+    inv["nodes"][0]["node"] = "-oProxyCommand=x".into();
+    bin()
+        .arg("plan")
+        .write_stdin(inv.to_string())
+        .assert()
+        .code(65)
+        .stdout("")
+        .stderr(predicate::str::contains("inventory document does not match its schema").and(predicate::str::contains("-oProxyCommand=x")));
+}
+
 // ---- exec ----
 
 fn plan_fixture() -> Value {

@@ -34,13 +34,14 @@ pub fn run(args: &ProbeArgs, out: &mut dyn Write) -> Result<Outcome> {
         raw.push(value);
     }
     let mut settings = SshSettings::default();
+    let mut from_inventory = Vec::new();
     if raw.is_empty() || args.stdin {
         let doc = schema::read_stdin_document("nodes or inventory")?;
         match schema::kind_of(&doc) {
             "inventory" => {
                 let inv: Inventory = schema::from_value(doc, "inventory")?;
                 settings = inv.ssh.clone();
-                raw.extend(inv.nodes.into_iter().map(|n| n.node));
+                from_inventory.extend(inv.nodes.into_iter().map(|n| n.node));
             }
             "nodes" => {
                 let list = doc.get("nodes").and_then(|n| n.as_array()).ok_or_else(|| {
@@ -54,7 +55,13 @@ pub fn run(args: &ProbeArgs, out: &mut dyn Write) -> Result<Outcome> {
             k => return Err(Error::bad_input(format!("probe reads a nodes or inventory document, got kind {k:?}"))),
         }
     }
-    let nodes = ssh::parse_nodes(raw.iter().map(String::as_str))?;
+    let mut nodes = ssh::parse_nodes(raw.iter().map(String::as_str))?;
+    // The inventory's nodes were parsed when it was read; de-duplicated like the rest.
+    for d in from_inventory {
+        if !nodes.contains(&d) {
+            nodes.push(d);
+        }
+    }
     if nodes.is_empty() {
         return Err(Error::usage("no nodes given: use --node HOST or --nodes 'H1 H2' (or pipe a nodes document)"));
     }

@@ -153,17 +153,17 @@ pub fn held_in(doc: &crate::schema::SyncDoc) -> Result<(std::path::PathBuf, Vec<
         .inventory
         .nodes
         .iter()
-        .map(|n| crate::ssh::Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("the inventory's node {:?}: {m}", n.node))))
-        .collect::<Result<_>>()?;
+        .map(|n| n.node.clone())
+        .collect();
     let mut held = Vec::new();
     for n in &doc.nodes {
         let (Some(run_id), Some(lease)) = (&n.run_id, &n.lease) else { continue };
         let Some(base) = &n.base_dir else { continue };
-        let dest = crate::ssh::Destination::parse(&n.planned.node).map_err(|m| Error::bad_input(format!("the node {:?}: {m}", n.planned.node)))?;
+        let dest = n.planned.node.clone();
         if run_id.is_empty() || run_id.contains(['/', ' ', '\n']) || run_id.starts_with('.') {
             return Err(Error::bad_input(format!("node {}: run_id {run_id:?} is not a run id", n.planned.node)));
         }
-        held.push(Held { node: n.planned.node.clone(), dest, base: base.clone(), runs: runs_dir(base), id: run_id.clone(), lease: lease.clone() });
+        held.push(Held { node: dest.key(), dest, base: base.clone(), runs: runs_dir(base), id: run_id.clone(), lease: lease.clone() });
     }
     let config = if held.is_empty() { std::path::PathBuf::new() } else { crate::ssh::write_config(&doc.plan.inventory.ssh, &dests)? };
     Ok((config, held))

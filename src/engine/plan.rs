@@ -13,7 +13,6 @@ use super::say;
 use crate::error::{Outcome, Result, one_line};
 use crate::project;
 use crate::schema::{self, Dropped, ErrorKind, Facts, Inventory, NodeStatus, Plan, PlanOptions, PlannedNode, Stage};
-use crate::ssh::Destination;
 use std::path::{Path, PathBuf};
 
 /// The exit outcome of a stage that may drop nodes.
@@ -105,7 +104,7 @@ pub fn make_plan(inventory: &Inventory, options: PlanOptions, root: &Path) -> (P
                 }
             },
         };
-        let label = Destination::parse(&report.node).map(|d| d.label()).unwrap_or_else(|_| report.node.clone());
+        let label = report.node.label();
         nodes.push(PlannedNode {
             node: report.node.clone(),
             slots,

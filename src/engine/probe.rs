@@ -72,7 +72,7 @@ fn probe_one(config: &std::path::Path, d: &Destination, pythons: &[String], dead
     let out = Cmd::new(argv).stdin(SCRIPT).deadline(deadline).output()?;
     let ms = out.elapsed.as_millis() as u64;
     let error = |kind: ErrorKind, message: String| NodeReport {
-        node: d.key(),
+        node: d.clone(),
         status: NodeStatus::Error,
         error_kind: Some(kind),
         message: Some(message),
@@ -101,7 +101,7 @@ fn probe_one(config: &std::path::Path, d: &Destination, pythons: &[String], dead
                 r.facts = Some(facts);
                 return Ok(r);
             }
-            Ok(NodeReport { node: d.key(), status: NodeStatus::Ok, error_kind: None, message: None, facts: Some(facts), elapsed_ms: ms })
+            Ok(NodeReport { node: d.clone(), status: NodeStatus::Ok, error_kind: None, message: None, facts: Some(facts), elapsed_ms: ms })
         }
     }
 }

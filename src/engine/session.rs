@@ -7,7 +7,7 @@ use crate::error::{Error, Exit, Outcome, Result, one_line};
 use crate::project;
 use crate::engine::sync::{self, Fanout, SyncEvent, SyncOptions};
 use crate::schema::{self, Plan, PlannedNode, Session, SyncDoc, XdistArgs};
-use crate::ssh::{self, Destination, SshSettings};
+use crate::ssh::{self, SshSettings};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -58,7 +58,7 @@ pub fn has_option(args: &[String], name: &str) -> bool {
 pub fn xdist_specs(nodes: &[PlannedNode], config_for_group: &dyn Fn(usize) -> Result<PathBuf>) -> Result<Vec<String>> {
     let mut tx = Vec::new();
     for n in nodes {
-        let dest = Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("node in plan: {m}")))?;
+        let dest = &n.node;
         for (i, worker) in n.workers.iter().enumerate() {
             let cfg = config_for_group(i / SESSIONS_PER_CONNECTION)?;
             for (what, v) in [("remote_dir", &n.remote_dir), ("python", &n.python), ("worker", worker)] {
@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn specs_group_workers_by_max_sessions() {
         let node = PlannedNode {
-            node: "bob@h:2200".into(),
+            node: ssh::Destination::parse("bob@h:2200").unwrap(),
             slots: 12,
             workers: (0..12).map(|i| format!("bob_h_2200-{i}")).collect(),
             remote_dir: "/home/bob/pc".into(),

@@ -104,8 +104,7 @@ pub fn make_jobs(
 ) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     for n in nodes {
-        let dest = Destination::parse(&n.node)
-            .map_err(|m| Error::bad_input(format!("the document's node {:?} is not a node name: {m}", n.node)))?;
+        let dest = n.node.clone();
         let slots: Vec<Option<u32>> = match per {
             Per::Node => vec![None],
             Per::Slot => (0..n.slots).map(Some).collect(),
@@ -114,7 +113,7 @@ pub fn make_jobs(
             let worker =
                 slot.map(|s| n.workers.get(s as usize).cloned().unwrap_or_else(|| format!("{}-{s}", dest.label())));
             let mut vars: Vec<(&str, String)> = vec![
-                ("node", n.node.clone()),
+                ("node", n.node.key()),
                 ("slots", n.slots.to_string()),
                 ("dir", n.remote_dir.clone()),
                 ("python", n.python.clone()),
@@ -129,7 +128,7 @@ pub fn make_jobs(
             let words: Vec<String> = command.iter().map(|w| substitute(w, &vars)).collect();
             jobs.push(Job {
                 seq: jobs.len() + 1,
-                node: n.node.clone(),
+                node: n.node.key(),
                 slot,
                 worker,
                 remote_dir: n.remote_dir.clone(),
@@ -174,7 +173,7 @@ pub(super) mod tests {
 
     pub(crate) fn node(name: &str, slots: u32) -> PlannedNode {
         PlannedNode {
-            node: name.into(),
+            node: Destination::parse(name).unwrap(),
             slots,
             workers: (0..slots).map(|i| format!("{name}-{i}")).collect(),
             remote_dir: format!("/home/u/pytest_u_proj/{name}"),
@@ -245,7 +244,11 @@ pub(super) mod tests {
 
     #[test]
     fn a_bad_node_name_in_the_document_is_bad_input() {
-        let e = make_jobs(&[node("a;b", 1)], Per::Node, &words(&["true"]), 0, "M").unwrap_err();
+        // A node is parsed when the document is read (make_jobs takes it typed), so the
+        // refusal happens there, before any job exists.
+        let v = serde_json::json!({"node": "a;b", "slots": 1, "workers": ["a-0"], "remote_dir": "/r", "python": "p"});
+        let e = crate::schema::from_value::<PlannedNode>(v, "plan").unwrap_err();
         assert_eq!(e.exit, Exit::BadInput);
+        assert!(e.message.contains("\"a;b\""), "{}", e.message);
     }
 }

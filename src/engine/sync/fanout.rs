@@ -176,7 +176,7 @@ pub(super) fn preflight_and_transfer(
     let mut poll = |order: &[usize]| {
         started.resize(order.len(), false);
         for (k, &i) in order.iter().enumerate() {
-            let (node, remote_dir) = (&runs[i].planned.node, &runs[i].planned.remote_dir);
+            let (node, remote_dir) = (&runs[i].planned.node.key(), &runs[i].planned.remote_dir);
             let dir = results.join((k + 1).to_string());
             if !started[k] && dir.exists() {
                 started[k] = true;

@@ -138,7 +138,7 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
         }
     }
     // The config of every node in the inventory, as the probe (and a Fanout) wrote it.
-    let config = if runs.is_empty() { PathBuf::new() } else { ssh::write_config(&plan.inventory.ssh, &inventory_destinations(plan)?)? };
+    let config = if runs.is_empty() { PathBuf::new() } else { ssh::write_config(&plan.inventory.ssh, &inventory_destinations(plan))? };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(runs.len().clamp(1, 128))
         .build()

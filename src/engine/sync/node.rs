@@ -62,13 +62,13 @@ pub(super) fn interrupted(pool: &rayon::ThreadPool, runs: &[NodeRun], config: &P
 /// Each planned node with its destination and facts; the remote directory is re-derived from
 /// the node's home and the chdir, never taken on trust.
 pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
-    let facts: BTreeMap<&str, &Facts> =
-        plan.inventory.nodes.iter().filter_map(|n| n.facts.as_ref().map(|f| (n.node.as_str(), f))).collect();
+    let facts: BTreeMap<&Destination, &Facts> =
+        plan.inventory.nodes.iter().filter_map(|n| n.facts.as_ref().map(|f| (&n.node, f))).collect();
     let mut runs = Vec::new();
     for n in &plan.nodes {
-        let dest = Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("the plan's node {:?}: {m}", n.node)))?;
+        let dest = n.node.clone();
         let f = facts
-            .get(n.node.as_str())
+            .get(&n.node)
             .ok_or_else(|| Error::bad_input(format!("the plan's node {} has no facts in its inventory", n.node)))?;
         let home = f.home.trim_end_matches('/');
         if !f.home.starts_with('/') || home.contains(['\n', '\r', '\0']) || Path::new(home).components().any(|c| c == std::path::Component::ParentDir) {
@@ -100,12 +100,8 @@ pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
     Ok(runs)
 }
 
-pub(super) fn inventory_destinations(plan: &Plan) -> Result<Vec<Destination>> {
-    plan.inventory
-        .nodes
-        .iter()
-        .map(|n| Destination::parse(&n.node).map_err(|m| Error::bad_input(format!("the inventory's node {:?}: {m}", n.node))))
-        .collect()
+pub(super) fn inventory_destinations(plan: &Plan) -> Vec<Destination> {
+    plan.inventory.nodes.iter().map(|n| n.node.clone()).collect()
 }
 
 /// Runs the node script in MODE with ARGS over ssh; returns its key=value lines (in order)
@@ -239,7 +235,7 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                     continue;
                 }
                 if waited_for.as_deref() != Some(holder.as_str()) {
-                    progress(&SyncEvent::Waiting { node: &r.planned.node, holder: &holder });
+                    progress(&SyncEvent::Waiting { node: &r.planned.node.key(), holder: &holder });
                     waited_for = Some(holder.clone());
                 }
                 if wait_start.elapsed() >= opts.lock_wait || interrupt::requested() {

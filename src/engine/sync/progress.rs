@@ -45,7 +45,7 @@ impl Screen {
                 None
             }
             SyncEvent::Synced(n) => {
-                self.forget(&n.planned.node);
+                self.forget(&n.planned.node.key());
                 Some(format!(
                     "{}: synced, {} sent ({} files) in {:.1} s{}",
                     n.planned.node,
@@ -56,7 +56,7 @@ impl Screen {
                 ))
             }
             SyncEvent::Dropped(d) => {
-                self.forget(&d.node);
+                self.forget(&d.node.key());
                 Some(format!("{}: dropped ({}: {})", d.node, d.error_kind.as_str(), d.message))
             }
         };
