@@ -1,4 +1,5 @@
-# pytest-cloud node probe: POSIX sh, no Python packages needed. Arguments: interpreter names.
+# pytest-cloud node probe: POSIX sh, no Python packages needed. Arguments: the Python code
+# that prints an interpreter's ABI facts (src/interp.rs ABI_CODE), then interpreter names.
 # Prints key=value lines; the Rust side (src/engine/probe.rs) interprets them. Never fails early:
 # whatever it cannot read it leaves out.
 echo "pytest_cloud_probe=1"
@@ -53,9 +54,46 @@ esac
 if command -v rsync >/dev/null 2>&1; then
     echo "rsync=$(rsync --version 2>/dev/null | sed -n '1s/.*version \([^ ]*\).*/\1/p')"
 fi
-for py in "$@"; do
-    path=$(command -v "$py" 2>/dev/null) || continue
-    ver=$("$path" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || continue
-    printf 'python=%s\t%s\t%s\n' "$py" "$path" "$ver"
+# musl's loader prints its version; a musl Python has no glibc to report.
+for m in /lib/ld-musl-*.so.1; do
+    [ -x "$m" ] && echo "musl=$("$m" 2>&1 | sed -n 's/^Version //p')"
+    break
 done
+abi_code=$1
+shift
+# Candidates: the names asked for, then every python3.N on PATH (a venv made from any 3.N
+# may be rebased onto it). Each distinct file runs once (-I -S: no site, no imports).
+tab=$(printf '\t')
+nl='
+'
+names=
+add_name() {
+    case "$nl$names" in *"$nl$1$nl"*) ;; *) names="$names$1$nl" ;; esac
+}
+for py in "$@"; do add_name "$py"; done
+ifs=$IFS
+IFS=:
+for d in $PATH; do
+    for f in "$d"/python3.[0-9] "$d"/python3.[0-9][0-9] "$d"/python3.[0-9]t "$d"/python3.[0-9][0-9]t; do
+        [ -x "$f" ] && add_name "${f##*/}"
+    done
+done
+IFS=$ifs
+# Lines "realpath<TAB>output" of the interpreters already run.
+seen=
+while IFS= read -r py; do
+    [ -n "$py" ] || continue
+    path=$(command -v "$py" 2>/dev/null) || continue
+    real=$(readlink -f "$path" 2>/dev/null) || real=$path
+    out=$(printf '%s\n' "$seen" | while IFS= read -r line; do
+        case "$line" in "$real$tab"*) printf '%s\n' "${line#*"$tab"}"; break ;; esac
+    done)
+    if [ -z "$out" ]; then
+        out=$("$path" -I -S -c "$abi_code" 2>/dev/null) || continue
+        seen="$seen$real$tab$out$nl"
+    fi
+    printf 'python=%s\t%s\t%s\n' "$py" "$path" "$out"
+done <<NAMES
+$names
+NAMES
 echo "pytest_cloud_probe_end=1"

@@ -33,14 +33,16 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
 pub const IGNORE_FILE: &str = ".pytest-cloud-ignore";
 
 /// The filter rules in the order rsync applies them (first match wins): our own files on the
-/// node first (so no user rule can expose them to `--delete`), then the user's `--exclude`s,
-/// then the ignore file, then the defaults.
-pub fn filter_rules(user_excludes: &[String], ignore_file: Option<&Path>, include_git: bool) -> Vec<String> {
+/// node first (so no user rule can expose them to `--delete`), with the venv files the node
+/// writes itself (`managed`, from [`crate::rebase::Layout::filter_rules`]), then the user's
+/// `--exclude`s, then the ignore file, then the defaults.
+pub fn filter_rules(managed: &[String], user_excludes: &[String], ignore_file: Option<&Path>, include_git: bool) -> Vec<String> {
     let mut rules = vec![
         format!("- /{MARKER}"),
         format!("- /{SYNCED_STAMP}"),
         format!("-p {}", crate::venv::EDITABLE_PTH),
     ];
+    rules.extend(managed.iter().cloned());
     rules.extend(user_excludes.iter().map(|p| format!("- {p}")));
     if let Some(f) = ignore_file {
         rules.push(format!(". {}", f.display()));
@@ -191,7 +193,7 @@ mod tests {
 
     #[test]
     fn filters_protect_our_files_before_user_rules() {
-        let r = filter_rules(&["*.log".into()], Some(Path::new("/p/.pytest-cloud-ignore")), false);
+        let r = filter_rules(&[], &["*.log".into()], Some(Path::new("/p/.pytest-cloud-ignore")), false);
         assert_eq!(r[0], "- /.pytest-cloud-target");
         assert_eq!(r[1], "- /.pytest-cloud-synced");
         assert_eq!(r[2], "-p 000-pytest-cloud-editable.pth");
@@ -199,7 +201,7 @@ mod tests {
         assert_eq!(r[4], ". /p/.pytest-cloud-ignore");
         assert!(r.contains(&"-p .git".to_string()) && r.contains(&"-p __pycache__/".to_string()));
         assert!(!r.iter().any(|x| x == "- .*" || x.contains(".venv")), "no blanket dot-file exclusion");
-        assert!(!filter_rules(&[], None, true).iter().any(|x| x.contains(".git")));
+        assert!(!filter_rules(&[], &[], None, true).iter().any(|x| x.contains(".git")));
     }
 
     #[test]

@@ -133,6 +133,27 @@ pub struct Facts {
 pub struct PythonInfo {
     pub path: String,
     pub version: String,
+    /// What decides whether a virtualenv made elsewhere runs on it (share/doc/sync.md); None
+    /// from a probe older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<PythonAbi>,
+}
+
+/// What the probe learns about an interpreter without importing anything (`-I -S`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonAbi {
+    /// `sys.implementation.name`: `cpython`, `pypy`.
+    pub implementation: String,
+    /// `sys.abiflags`: `""`, `t` (free-threaded), `d` (debug).
+    pub abiflags: String,
+    /// `sys.platform`: `linux`, `darwin`.
+    pub platform: String,
+    /// `os.uname().machine`: `x86_64`, `aarch64`, `arm64`.
+    pub machine: String,
+    /// The C library it runs on: `glibc 2.36`, `musl 1.2.4`, or `""` when unknown.
+    pub libc: String,
+    /// `sys.base_prefix`.
+    pub prefix: String,
 }
 
 /// `plan`'s output.
@@ -155,6 +176,10 @@ pub struct PlanOptions {
     pub mem_per_process_mb: Option<u64>,
     pub max_processes: Option<u32>,
     pub python: String,
+    /// `python` was given by the user (`--python`, `--cloud-python`): a synced virtualenv
+    /// runs on that interpreter or the node is dropped; otherwise sync picks a compatible one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub python_pinned: bool,
     pub chdir: String,
     /// The project's virtualenv, relative to the project root; None when there is none.
     pub virtualenv_path: Option<String>,
@@ -244,6 +269,9 @@ pub struct SyncedNode {
     pub elapsed_ms: u64,
     /// rsync's exit status (0, or 24 when a source file vanished during the transfer).
     pub rsync_exit: i32,
+    /// The interpreter the synced virtualenv runs on this node; None without a virtualenv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<NodeInterpreter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
     /// The shared base rsync updated (`<home>/<chdir>`); `remote_dir` is then the run's own
@@ -258,6 +286,22 @@ pub struct SyncedNode {
     /// (renewing or releasing it checks that it is still this one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+}
+
+/// The base interpreter a node's copy of the virtualenv was pointed at (share/doc/sync.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInterpreter {
+    /// `CPython`.
+    pub implementation: String,
+    pub version: String,
+    /// Absolute path on the node.
+    pub path: String,
+    /// The interpreter the virtualenv was made from on the controller, and its version.
+    pub venv_base_path: String,
+    pub venv_base_version: String,
+    /// The node's copy names another interpreter than the controller's (`pyvenv.cfg`,
+    /// `bin/python*`); false when the venv's own base is there at the same version.
+    pub rebased: bool,
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,15 +3,19 @@
 # through. It never deletes outside DIR, and inside DIR only after seeing the marker.
 #
 #   preflight DIR LOCK HOLDER STALE_MIN BREAK_HOLDER BASE_PY WANT_VERSION MARKER_TEXT
-#       1. the venv's base interpreter BASE_PY must run and be WANT_VERSION ("" = no venv);
+#       1. the interpreter chosen for the venv, BASE_PY, must run and be WANT_VERSION ("" =
+#          no venv); with the lock, say which managed venv files DIR has (rebased=DIGEST);
 #       2. DIR must be absent, empty, or carry the marker (else target=unsafe, untouched);
 #       3. take the lock (mkdir LOCK, atomic), breaking it first if its holder is
 #          BREAK_HOLDER (judged stale by the caller);
 #       4. under the lock, create DIR and its marker when needed, and say whether the last
 #          sync into DIR ran to its end (clean=1: the stamp DIR/.pytest-cloud-synced was
 #          there; it is removed now, and finish writes it again).
-#   finish DIR LOCK HOLDER PTH PYTHON SWEEP N DELETED1..DELETEDN ENTRY...
-#       remove orphan bytecode (SWEEP=full: anywhere in DIR; SWEEP=listed: only that of the
+#   finish DIR LOCK HOLDER PTH PYTHON REBASE SWEEP N DELETED1..DELETEDN ENTRY...
+#       when REBASE is not empty, run rebase_venv DIR (src/rebase.rs prepends it to this
+#       script: the venv's pyvenv.cfg, bin/python* and scripts for this node, written into
+#       the base before any run tree is made from it); remove orphan bytecode (SWEEP=full:
+#       anywhere in DIR; SWEEP=listed: only that of the
 #       N deleted .py files rsync reported, paths relative to DIR), write (or remove) the
 #       editable .pth at DIR/PTH with ENTRY lines (only when it changes), check PYTHON runs
 #       with every ENTRY on sys.path, write the stamp, release the lock.
@@ -25,7 +29,7 @@
 #   preflight ... RUNS            (appended) RUNS must be absent or carry its marker; the
 #       leases there are listed (lease=ID STALE HOLDER, STALE=1 when older than its ttl_min),
 #       and trees without a lease (orphan=ID).
-#   finish DIR LOCK HOLDER PTH PYTHON RUNS ID LEASE NREAP REAP_ID REAP_HOLDER... SWEEP N ...
+#   finish DIR LOCK HOLDER PTH PYTHON REBASE RUNS ID LEASE NREAP REAP_ID REAP_HOLDER... SWEEP N ...
 #       also: reap the NREAP named trees (only while their lease still names REAP_HOLDER;
 #       "" = an orphan), then make the run tree RUNS/ID with its lease; PYTHON (relative to
 #       DIR) is checked in the run tree; ID "" = no run tree (the old single-directory mode).
@@ -261,6 +265,8 @@ preflight)
         ;;
     marked)
         echo "target=marked"
+        # What the managed venv files were last made from (src/rebase.rs).
+        [ -f "$dir/.pytest-cloud-rebased" ] && echo "rebased=$(cat "$dir/.pytest-cloud-rebased")"
         # No stamp: an earlier sync stopped between rsync and its clean-up (interrupted,
         # killed), so bytecode of files it deleted may be left; this finish sweeps all of DIR.
         if [ -f "$dir/$synced" ] && rm -f -- "$dir/$synced"; then echo "clean=1"; else echo "clean=0"; fi
@@ -274,8 +280,8 @@ preflight)
     end
     ;;
 finish)
-    pth=$1 python=$2 runs=$3 run_id=$4 lease=$5 nreap=$6
-    shift 6
+    pth=$1 python=$2 rebase=$3 runs=$4 run_id=$5 lease=$6 nreap=$7
+    shift 7
     while [ "$nreap" -gt 0 ]; do
         run_reap "$runs" "$1" "$2"
         shift 2
@@ -284,6 +290,9 @@ finish)
     sweep=$1 n=$2
     shift 2
     [ -f "$dir/$marker" ] || { release; echo "error=the marker $dir/$marker is gone"; end; }
+    if [ -n "$rebase" ]; then
+        if rebase_venv "$dir"; then echo "rebase=done"; else release; echo "error=the virtualenv could not be pointed at this node's interpreter"; end; fi
+    fi
     # Bytecode whose source is gone: __pycache__/NAME.TAG[.opt-N].pyc belongs to ../NAME.py.
     # A changed source needs nothing: Python checks each .pyc against its source's mtime and
     # size, which rsync preserves. Only a sync that deleted NAME.py can leave such bytecode,

@@ -57,6 +57,7 @@ pub fn resolve_options(
     project::validate_chdir(&chdir)?;
     let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
     let venv = project::find_venv(root, virtualenv_path, virtual_env.as_deref())?;
+    let python_pinned = python.is_some();
     let python = python
         .or_else(|| inventory.pythons_asked.first().cloned())
         .unwrap_or_else(|| crate::options::DEFAULT_PYTHON.into());
@@ -64,6 +65,7 @@ pub fn resolve_options(
         mem_per_process_mb,
         max_processes,
         python,
+        python_pinned,
         chdir: chdir.trim_end_matches('/').to_string(),
         virtualenv_path: venv.map(|v| v.rel.to_string_lossy().into_owned()),
     })
@@ -166,7 +168,7 @@ mod tests {
             mem_total_bytes: avail_mib << 21,
             mem_available_bytes: avail_mib << 20,
             rsync_version: Some("3.2.7".into()),
-            pythons: BTreeMap::from([("python3".into(), schema::PythonInfo { path: "/usr/bin/python3".into(), version: "3.11.2".into() })]),
+            pythons: BTreeMap::from([("python3".into(), schema::PythonInfo { path: "/usr/bin/python3".into(), version: "3.11.2".into(), abi: None })]),
         }
     }
 

@@ -66,7 +66,7 @@ pub fn probe_nodes(
 }
 
 fn probe_one(config: &std::path::Path, d: &Destination, pythons: &[String], deadline: Duration) -> Result<NodeReport> {
-    let mut words = vec!["sh".to_string(), "-s".into(), "--".into()];
+    let mut words = vec!["sh".to_string(), "-s".into(), "--".into(), crate::interp::ABI_CODE.into()];
     words.extend(pythons.iter().cloned());
     let argv = ssh::command_argv(config, d, &ssh::remote_quote(&words));
     let out = Cmd::new(argv).stdin(SCRIPT).deadline(deadline).output()?;
@@ -95,7 +95,9 @@ fn probe_one(config: &std::path::Path, d: &Destination, pythons: &[String], dead
     match parse_facts(&text) {
         Err((kind, msg)) => Ok(error(kind, msg)),
         Ok(facts) => {
-            if facts.pythons.is_empty() {
+            // The python3.N the probe finds on its own are candidates for a venv's rebase; a
+            // node without any interpreter asked for is still reported as such.
+            if !pythons.iter().any(|p| facts.pythons.contains_key(p)) {
                 let msg = format!("none of the interpreters {} was found on the node", pythons.join(", "));
                 let mut r = error(ErrorKind::NoPython, msg);
                 r.facts = Some(facts);
@@ -176,10 +178,20 @@ pub fn parse_facts(text: &str) -> std::result::Result<Facts, (ErrorKind, String)
         }
     }
     let mut pythons = BTreeMap::new();
+    let musl = kv.get("musl").and_then(|v| v.first().copied()).map(str::trim);
     for p in kv.get("python").into_iter().flatten() {
         let parts: Vec<&str> = p.split('\t').collect();
-        if let [name, path, version] = parts[..] {
-            pythons.insert(name.to_string(), PythonInfo { path: path.into(), version: version.into() });
+        // name, path, then ABI_CODE's fields (version first); older probes sent the version only.
+        match parts[..] {
+            [name, path, version] => {
+                pythons.insert(name.to_string(), PythonInfo { path: path.into(), version: version.into(), abi: None });
+            }
+            [name, path, ..] => {
+                if let Some((version, abi)) = crate::interp::parse_abi(&parts[2..], musl) {
+                    pythons.insert(name.to_string(), PythonInfo { path: path.into(), version, abi: Some(abi) });
+                }
+            }
+            _ => {}
         }
     }
     Ok(Facts {
@@ -202,14 +214,19 @@ mod tests {
 
     const LINUX: &str = "pytest_cloud_probe=1\nos=Linux\narch=x86_64\nhostname=h\nuser=u\nhome=/home/u\ncpus=8\n\
         mem_total_kb=16000000\nmem_available_kb=8000000\ncgroup_memory_max=max\ncgroup_cpu_max=max 100000\n\
-        rsync=3.2.7\npython=python3\t/usr/bin/python3\t3.11.2\npytest_cloud_probe_end=1\n";
+        rsync=3.2.7\npython=python3\t/usr/bin/python3\t3.11.2\tcpython\t\tlinux\tx86_64\tglibc 2.36\t/usr\npytest_cloud_probe_end=1\n";
 
     #[test]
     fn parses_linux_facts() {
         let f = parse_facts(LINUX).unwrap();
         assert_eq!((f.cpus, f.mem_total_bytes, f.mem_available_bytes), (8, 16_000_000 * 1024, 8_000_000 * 1024));
         assert_eq!(f.rsync_version.as_deref(), Some("3.2.7"));
-        assert_eq!(f.pythons["python3"], PythonInfo { path: "/usr/bin/python3".into(), version: "3.11.2".into() });
+        let p = &f.pythons["python3"];
+        assert_eq!((p.path.as_str(), p.version.as_str()), ("/usr/bin/python3", "3.11.2"));
+        let abi = p.abi.as_ref().unwrap();
+        assert_eq!((abi.implementation.as_str(), abi.abiflags.as_str(), abi.machine.as_str(), abi.libc.as_str()), ("cpython", "", "x86_64", "glibc 2.36"));
+        let old = parse_facts(&LINUX.replace("3.11.2\tcpython\t\tlinux\tx86_64\tglibc 2.36\t/usr", "3.11.2")).unwrap();
+        assert_eq!(old.pythons["python3"].abi, None, "an older probe's line still reads");
         assert_eq!(f.home, "/home/u");
     }
 

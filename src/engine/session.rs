@@ -9,7 +9,7 @@ use crate::engine::sync::{self, Fanout, SyncEvent, SyncOptions};
 use crate::schema::{self, Plan, PlannedNode, Session, SyncDoc, XdistArgs};
 use crate::ssh::{self, SshSettings};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The glue loaded into the controller (and only there): see its docstring.
@@ -113,9 +113,10 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     let lease_pid = if opts.prepare { std::os::unix::process::parent_id() } else { std::process::id() };
     sync_opts.lease_pid = lease_pid;
     sync_opts.lease_ttl_min = crate::engine::lease::PROCESS_TTL_MIN;
+    sync_opts.venv = Some(venv.rel.to_string_lossy().into_owned());
     let fanout = Fanout::start(&root, &settings, &nodes, &sync_opts).ok();
     let t = Instant::now();
-    let pythons = vec![opts.python.clone().unwrap_or_else(|| crate::options::DEFAULT_PYTHON.into())];
+    let pythons = probe_pythons(opts.python.as_deref(), &root.join(&venv.rel));
     let deadline = std::time::Duration::from_secs(settings.connect_timeout_s + 15);
     let inventory = crate::engine::probe::probe_nodes(&nodes, &settings, &pythons, deadline, &|_| {})?;
     timings.insert("probe".to_string(), t.elapsed().as_millis() as u64);
@@ -145,8 +146,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
 
     let mut header = Vec::new();
     for n in &synced.nodes {
-        let n = &n.planned;
-        header.push(format!("{}: {} slots ({})", n.node, n.slots, n.workers.join(" ")));
+        header.push(node_line(&n.planned, n.interpreter.as_ref()));
     }
     for d in &synced.dropped {
         header.push(format!("{}: dropped at {} ({}: {})", d.node, d.stage, d.error_kind.as_str(), one_line(&d.message)));
@@ -192,7 +192,44 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     })
 }
 
-fn sync_options(opts: &CloudOptions) -> SyncOptions {
+/// What the probe looks for on the nodes: the pinned interpreter, or `python3` and the venv's
+/// own base interpreter path (used as it is where a node has it; the probe adds every
+/// `python3.N` on the node's PATH itself).
+fn probe_pythons(pinned: Option<&str>, venv: &Path) -> Vec<String> {
+    match pinned {
+        Some(p) => vec![p.to_string()],
+        None => {
+            let mut v = vec![crate::options::DEFAULT_PYTHON.to_string()];
+            if let Ok(base) = crate::venv::base_interpreter(venv) {
+                if base.path != "python3" {
+                    v.push(base.path);
+                }
+            }
+            v
+        }
+    }
+}
+
+/// `node1: 2 slots, CPython 3.11.2 /usr/bin/python3.11 (venv made from 3.11.7); workers node1-0 node1-1`
+pub fn node_line(n: &PlannedNode, interpreter: Option<&schema::NodeInterpreter>) -> String {
+    let python = match interpreter {
+        Some(i) => {
+            let made = if !i.rebased {
+                String::new()
+            } else if i.version != i.venv_base_version {
+                format!(" (venv made from {})", i.venv_base_version)
+            } else {
+                format!(" (venv made from {} {})", i.venv_base_version, i.venv_base_path)
+            };
+            format!(", {} {} {}{made}", i.implementation, i.version, i.path)
+        }
+        None => String::new(),
+    };
+    format!("{}: {} slots{python}; workers {}", n.node, n.slots, n.workers.join(" "))
+}
+
+fn sync_options(opts: &CloudOptions) -> crate::engine::sync::SyncOptions {
+    use crate::engine::sync::SyncOptions;
     let mut sync_opts = SyncOptions { develop_eggs: opts.develop_eggs.clone(), ..SyncOptions::default() };
     if let Some(bw) = opts.rsync_bandwidth_limit_kbps {
         sync_opts.bwlimit_kbps = bw;

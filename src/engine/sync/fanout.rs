@@ -36,7 +36,7 @@ impl FanoutKey {
         };
         FanoutKey {
             root: root.to_path_buf(),
-            rules: rsync::filter_rules(&opts.excludes, ignore_file.as_deref(), opts.include_git),
+            rules: rsync::filter_rules(&super::rebase::managed_rules(root, opts), &opts.excludes, ignore_file.as_deref(), opts.include_git),
             rsync_options: rsync::rsync_options(&spec),
             max_processes: opts.max_processes,
         }

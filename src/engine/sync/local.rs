@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The local facts a sync needs, checked before any node is touched.
 pub(super) struct Local {
     pub(super) root: PathBuf,
+    /// The interpreter name the user pinned (`--python`), which the venv must run on.
+    pub(super) pinned_python: Option<String>,
     pub(super) venv: Option<LocalVenv>,
     /// Project-relative sys.path entries for the node's `.pth` ("" = root).
     pub(super) editable: Vec<String>,
@@ -27,6 +29,9 @@ pub(super) struct Local {
 pub(super) struct LocalVenv {
     pub(super) rel: String,
     pub(super) base: venv::BaseInterpreter,
+    /// What an interpreter on a node must offer to run it, and the files the node writes.
+    pub(super) needs: crate::interp::VenvNeeds,
+    pub(super) layout: crate::rebase::Layout,
     /// The `.pth` path relative to the project root.
     pub(super) pth: Option<String>,
 }
@@ -91,12 +96,16 @@ pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&S
             }
             let base = venv::base_interpreter(&abs)?;
             let site = venv::site_packages(&abs);
+            let needs = crate::interp::VenvNeeds::read(&abs, &base, &site.iter().map(|s| abs.join(s)).collect::<Vec<_>>())?;
+            let layout = crate::rebase::Layout::read(&root, rel)?;
             info(format!(
-                "sync: virtualenv {rel} synced with the project (Python {} from {}; each node needs that interpreter)",
-                base.version, base.path
+                "sync: virtualenv {rel} synced with the project (made from Python {} at {}; a node runs it on that one or on a compatible interpreter: {})",
+                base.version,
+                base.path,
+                needs.describe()
             ));
             let pth = site.first().map(|s| format!("{rel}/{}/{}", s.display(), venv::EDITABLE_PTH));
-            Some((LocalVenv { rel: rel.clone(), base, pth }, abs, site))
+            Some((LocalVenv { rel: rel.clone(), base, needs, layout, pth }, abs, site))
         }
     };
 
@@ -151,7 +160,8 @@ pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&S
     ));
     let run_id = lease::new_run_id();
     let lease = lease::lease_line(&run_id, &hostname, opts.lease_pid, opts.lease_ttl_min, &project::local_user(), &root);
-    Ok(Local { root, venv: venv.map(|v| v.0), editable, holder, hostname, run_id, lease })
+    let pinned_python = plan.options.python_pinned.then(|| plan.options.python.clone());
+    Ok(Local { root, pinned_python, venv: venv.map(|v| v.0), editable, holder, hostname, run_id, lease })
 }
 
 pub(super) fn no_controls(s: &str) -> String {

@@ -4,8 +4,9 @@
 //! the rsyncs), `progress` (the terminal display). The subcommand is `src/cmd/sync.rs`.
 //!
 //! Per node, in order, so nothing is sent to a node that cannot use it:
-//! 1. one ssh round trip (`src/sync_node.sh preflight`): the venv's base interpreter exists
-//!    there with the same major.minor.patch; the target directory is absent, empty, or carries
+//! 1. one ssh round trip (`src/sync_node.sh preflight`): the interpreter chosen for the venv
+//!    from the probe's facts (`rebase`: the venv's own base, or a compatible one) runs there at
+//!    the version the probe saw; the target directory is absent, empty, or carries
 //!    the marker `.pytest-cloud-target` (anything else is refused and left untouched); an
 //!    atomic `mkdir <dir>.pytest-cloud-lock` (waits `--lock-wait`, then names the holder);
 //!    the directory and its marker are made under the lock;
@@ -15,7 +16,9 @@
 //!    line per node on its stdin, written when that node passed step 1, so its start-up (a
 //!    perl program: 0.1-0.5 s) overlaps the pre-flights;
 //! 3. one ssh round trip (`finish`): orphan bytecode removed (beside the files rsync reports
-//!    deleted), the editable `.pth` written, the synced interpreter checked, the lock released.
+//!    deleted), the node's managed venv files written when they changed (`rebase`: pyvenv.cfg,
+//!    bin/python*, relocatable scripts), the editable `.pth` written, the synced interpreter
+//!    checked, the lock released.
 //!
 //! Where the time of a sync goes, and why it is done this way: share/doc/performance.md.
 
@@ -23,6 +26,7 @@ mod fanout;
 mod local;
 mod node;
 mod progress;
+mod rebase;
 
 pub use fanout::Fanout;
 pub use progress::{Screen, human_bytes};
@@ -64,6 +68,9 @@ pub struct SyncOptions {
     pub lease_pid: u32,
     /// Minutes a lease stays valid without renewal.
     pub lease_ttl_min: u64,
+    /// The project's virtualenv relative to the root (the plan's, when None): the node writes
+    /// its managed files itself (src/rebase.rs), so rsync leaves them alone.
+    pub venv: Option<String>,
 }
 
 impl Default for SyncOptions {
@@ -81,6 +88,7 @@ impl Default for SyncOptions {
             live_progress: false,
             lease_pid: 0,
             lease_ttl_min: crate::engine::lease::DETACHED_TTL_MIN,
+            venv: None,
         }
     }
 }
@@ -127,6 +135,7 @@ pub fn sync_plan(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent)
 /// used when it was started for this very transfer (same project root, rsync options and
 /// filters); otherwise it is closed unused and a new one started, so it only ever saves time.
 pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync), fanout: Option<Fanout>) -> Result<SyncDoc> {
+    let opts = &SyncOptions { venv: opts.venv.clone().or_else(|| plan.options.virtualenv_path.clone()), ..opts.clone() };
     let local = local_facts(plan, opts, progress)?;
     let mut runs = node_runs(plan)?;
     if !runs.is_empty() {
@@ -186,6 +195,7 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
                     elapsed_ms: r.started.elapsed().as_millis() as u64,
                     rsync_exit: code,
                     warning: r.warning,
+                    interpreter: rebase::node_interpreter(&local, r.interpreter.as_ref()),
                 };
                 progress(&SyncEvent::Synced(&n));
                 nodes.push(n);

@@ -36,6 +36,10 @@ pub(super) struct NodeRun {
     pub(super) rsync: Option<(i32, rsync::Stats)>,
     pub(super) warning: Option<String>,
     pub(super) dropped: Option<Dropped>,
+    /// The node's interpreter for the venv, and the digest of the managed venv files the node
+    /// has (preflight's `rebased=`): src/engine/sync/rebase.rs.
+    pub(super) interpreter: Option<crate::interp::Choice>,
+    pub(super) rebased_before: Option<String>,
 }
 
 impl NodeRun {
@@ -95,6 +99,8 @@ pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
             rsync: None,
             warning: None,
             dropped: None,
+            interpreter: None,
+            rebased_before: None,
         });
     }
     Ok(runs)
@@ -107,10 +113,23 @@ pub(super) fn inventory_destinations(plan: &Plan) -> Vec<Destination> {
 /// Runs the node script in MODE with ARGS over ssh; returns its key=value lines (in order)
 /// and the output.
 pub(crate) fn node_script(config: &Path, dest: &Destination, mode: &str, args: &[&str], deadline: Duration) -> Result<(Vec<(String, String)>, crate::proc::Output)> {
+    node_script_with(config, dest, "", mode, args, deadline)
+}
+
+/// [`node_script`] with shell code run before the script (function definitions).
+fn node_script_with(
+    config: &Path,
+    dest: &Destination,
+    prelude: &str,
+    mode: &str,
+    args: &[&str],
+    deadline: Duration,
+) -> Result<(Vec<(String, String)>, crate::proc::Output)> {
     let mut words = vec!["sh", "-s", "--", mode];
     words.extend_from_slice(args);
     let argv = ssh::command_argv(config, dest, &ssh::remote_quote(&words));
-    let out = Cmd::new(argv).stdin(NODE_SCRIPT).deadline(deadline).output()?;
+    let script = if prelude.is_empty() { NODE_SCRIPT.to_string() } else { format!("{prelude}\n{NODE_SCRIPT}") };
+    let out = Cmd::new(argv).stdin(script).deadline(deadline).output()?;
     let kv = out
         .stdout_str()
         .lines()
@@ -141,9 +160,10 @@ pub(super) fn script_failure(out: &crate::proc::Output, kv: &[(String, String)])
 
 pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &SyncOptions, deadline: Duration, progress: &(dyn Fn(&SyncEvent) + Sync)) {
     r.started = Instant::now();
-    let (py, want) = match &local.venv {
-        Some(v) => (v.base.path.clone(), v.base.version.clone()),
-        None => (String::new(), String::new()),
+    let (py, want) = match super::rebase::choose_interpreter(r, local) {
+        Ok(Some(c)) => (c.path, c.version),
+        Ok(None) => (String::new(), String::new()),
+        Err(why) => return r.drop_with(ErrorKind::PythonMismatch, why),
     };
     let marker_text = no_controls(&format!(
         "Made by pytest-cloud: mirrors {}:{}. Files not in the source are deleted here on every sync.",
@@ -165,24 +185,14 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
             return r.drop_with(kind, msg);
         }
         if let Some(found) = get(&kv, "python") {
-            if found == "missing" {
-                let others = node_pythons(&r.facts);
+            // The probe saw it; the node changed since (or the plan is old).
+            if found == "missing" || found != want {
+                let now = if found == "missing" { "is gone".to_string() } else { format!("is now {found}") };
                 return r.drop_with(
                     ErrorKind::PythonMismatch,
                     format!(
-                        "the virtualenv {} needs Python {} at {} ({}), and the node has no {}{others}; \
-                         install that interpreter on the node or make the venv from one the nodes have",
-                        venv_name(local), want, py, venv_from(local), py
-                    ),
-                );
-            }
-            if found != want {
-                return r.drop_with(
-                    ErrorKind::PythonMismatch,
-                    format!(
-                        "the virtualenv {} needs Python {} at {} ({}), but the node's {} is {}; \
-                         use the same Python version here and on the nodes",
-                        venv_name(local), want, py, venv_from(local), py, found
+                        "the virtualenv {} ({}) was to run on the node's {py} (Python {want} when probed), which {now}{}; probe the node again",
+                        venv_name(local), venv_from(local), node_pythons(&r.facts)
                     ),
                 );
             }
@@ -224,6 +234,7 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                 r.locked = true;
                 r.clean_before = get(&kv, "clean") == Some("1");
                 r.run_entries = lease::parse_entries(&kv);
+                r.rebased_before = get(&kv, "rebased").map(String::from);
                 return;
             }
             Some("held") => {
@@ -327,7 +338,8 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
     let runs = lease::runs_dir(&dir);
     let reap = lease::to_reap(&r.run_entries, &local.run_id, &local.hostname);
     let nreap = reap.len().to_string();
-    let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python, &runs, &local.run_id, &local.lease, &nreap];
+    let (rebase, prelude) = super::rebase::rebase_code(r, local);
+    let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python, &rebase, &runs, &local.run_id, &local.lease, &nreap];
     for e in &reap {
         args.push(&e.id);
         args.push(e.holder.as_deref().unwrap_or(""));
@@ -335,7 +347,7 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
     args.extend([sweep, count.as_str()]);
     args.extend(deleted_py.iter().copied());
     args.extend(entries.iter().map(String::as_str));
-    let (kv, out) = match node_script(config, &r.dest, "finish", &args, deadline) {
+    let (kv, out) = match node_script_with(config, &r.dest, &prelude, "finish", &args, deadline) {
         Ok(x) => x,
         Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
     };
@@ -344,7 +356,9 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
     }
     r.run_dir = get(&kv, "run_dir").map(String::from);
     if let Some(e) = get(&kv, "error") {
-        r.drop_with(ErrorKind::SyncFailed, format!("after rsync: {e}: {}", out.stderr_trimmed()));
+        let detail: Vec<&str> = kv.iter().filter(|(k, _)| k == "rebase_error").map(|(_, v)| v.as_str()).collect();
+        let detail = if detail.is_empty() { String::new() } else { format!(" ({})", detail.join("; ")) };
+        r.drop_with(ErrorKind::SyncFailed, format!("after rsync: {e}{detail}: {}", out.stderr_trimmed()));
     } else if get(&kv, "venv") == Some("failed") {
         let msg: Vec<&str> = kv.iter().filter(|(k, _)| k == "venv_message").map(|(_, v)| v.as_str()).collect();
         let kind = if entries.is_empty() { ErrorKind::PythonMismatch } else { ErrorKind::DevelopFailed };
