@@ -116,3 +116,40 @@ fn plugin_runs_the_suite_on_the_nodes_like_a_local_run() {
     // Every test ran on a node's worker: the workers' ids are the plan's.
     assert!(text.contains("[node1-0]") && text.contains("[node2-1]"), "workers named after the plan:\n{text}");
 }
+
+/// Issue 9 through the plugin: a venv made from an interpreter the nodes lack at that path
+/// (root's pyenv, or the system's through a root-only directory) runs on the nodes' own.
+#[test]
+fn plugin_runs_a_project_whose_venv_the_nodes_run_on_another_interpreter() {
+    use common::venvs::{self, RebaseProject};
+    let base = venvs::hidden_base_311();
+    let template = venvs::template("rebase", &base, venvs::PACKAGES);
+    let p = RebaseProject::new(&template);
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("share/pytest-cloud-plugin");
+    let pip = Command::new(p.python())
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"])
+        .arg(&plugin)
+        .output()
+        .unwrap();
+    assert!(pip.status.success(), "{}", String::from_utf8_lossy(&pip.stderr));
+    let c = Cluster::up(2);
+    let local = Command::new(p.root().join(".venv/bin/py.test")).args(["tests/", "-q", "-p", "no:cloud"]).current_dir(p.root()).output().unwrap();
+    let out = Command::new(p.root().join(".venv/bin/py.test"))
+        .args(["tests/", "-v"])
+        .arg(format!("--cloud-nodes={}", c.aliases().join(" ")))
+        .arg(format!("--cloud-ssh-config={}", c.ssh_config().display()))
+        .arg("--cloud-mem-per-process=100")
+        .env("PYTEST_CLOUD_BINARY", assert_cmd::cargo::cargo_bin("pytest-cloud"))
+        .env_remove("VIRTUAL_ENV")
+        .current_dir(p.root())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(local.status.code(), Some(1), "{}", String::from_utf8_lossy(&local.stdout));
+    assert_eq!(out.status.code(), local.status.code(), "{text}");
+    let summary = |s: &str| s.lines().rev().find(|l| l.contains(" passed")).map(|l| l.split(" in ").next().unwrap().trim_matches('=').trim().to_string());
+    assert_eq!(summary(&text), summary(&String::from_utf8_lossy(&local.stdout)), "{text}");
+    assert_eq!(summary(&text).as_deref(), Some("1 failed, 4 passed"), "{text}");
+    assert!(text.contains("PASSED tests/test_node.py::test_the_c_extension_is_loaded") && text.contains("[node1-"), "ran on the nodes:\n{text}");
+    assert!(text.contains(&format!("(venv made from {}", base.version)), "the header names the venv's own base:\n{text}");
+}

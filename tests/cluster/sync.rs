@@ -337,27 +337,124 @@ fn a_non_empty_unmarked_target_is_refused_and_left_untouched() {
 }
 
 #[test]
-fn a_node_with_another_python_is_dropped_before_any_byte_is_sent() {
+fn a_node_without_the_pinned_python_is_dropped_before_any_byte_is_sent() {
     let cluster = Cluster::shared();
     let project = Project::new(false);
-    let real = base_python_version();
-    let mut parts: Vec<u32> = real.split('.').map(|p| p.parse().unwrap()).collect();
-    parts[2] += 77;
-    let fake = format!("{}.{}.{}", parts[0], parts[1], parts[2]);
-    let cfg = project.root().join(".venv/pyvenv.cfg");
-    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(&format!("version = {real}"), &format!("version = {fake}"));
-    assert!(text_cfg.contains(&fake), "pyvenv.cfg has a version line: {text_cfg}");
-    std::fs::write(&cfg, text_cfg).unwrap();
-    let plan = plan(&cluster, &project, "node1", "pc_python");
+    let inv = run(Command::new(bin())
+        .args(["probe", "-q", "--ssh-config"])
+        .arg(cluster.ssh_config())
+        .args(["--nodes", "node1", "--python", "python3", "--python", "python9.99"])
+        .stdin(Stdio::null()));
+    let mut p = Command::new(bin());
+    p.args(["plan", "-q", "--chdir", "pc_python", "--python", "python9.99", "--source"]).arg(project.root()).env_remove("VIRTUAL_ENV");
+    let plan = text(&pipe(&mut p, &inv.stdout).stdout);
     let s = sync(&plan, &["--rsync-bandwidth-limit", "0"]);
     assert_eq!(s.code, 69, "{}", s.stderr);
     let d = dropped(&s.doc, "node1");
     assert_eq!(d["error_kind"], "python_mismatch");
     let msg = d["message"].as_str().unwrap();
-    assert!(msg.contains(&fake) && msg.contains(&real) && msg.contains("/usr/bin/python3"), "names both: {msg}");
+    let v = base_python_version();
+    let minor = v.rsplit_once('.').unwrap().0;
+    assert!(msg.contains(&format!("the virtualenv needs CPython {minor}, cp{}", minor.replace('.', ""))), "names what the venv needs: {msg}");
+    assert!(msg.contains("the node has no python9.99"), "{msg}");
     let dir = remote_dir(&s.doc, "node1");
     assert!(!exists_on_node(&cluster, "node1", &dir), "nothing was created on the node");
     assert!(!exists_on_node(&cluster, "node1", &format!("{dir}.pytest-cloud-lock")));
+}
+
+/// Issue 9: a venv made from an interpreter the node users cannot reach, rebased per node;
+/// a no-change re-sync writes nothing; a package added locally arrives rebased; the local venv
+/// is never touched; the node's tree still works copied elsewhere (per-run trees).
+#[test]
+fn the_venv_is_rebased_on_each_node_resyncs_cheaply_and_an_added_package_arrives_rebased() {
+    use common::venvs::{self, RebaseProject};
+    let base = venvs::hidden_base_311();
+    let template = venvs::template("rebase", &base, venvs::PACKAGES);
+    let project = RebaseProject::new(&template);
+    let root = project.root();
+    let local_state = || -> Vec<(String, String)> {
+        let bin = root.join(".venv/bin");
+        let mut v: Vec<(String, String)> = std::fs::read_dir(&bin)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                let what = match std::fs::read_link(&p) {
+                    Ok(t) => format!("-> {}", t.display()),
+                    Err(_) => std::fs::read(&p).map(|b| format!("{:x}", b.len())).unwrap_or_default() + &std::fs::read_to_string(&p).unwrap_or_default(),
+                };
+                (e.file_name().to_string_lossy().into_owned(), what)
+            })
+            .collect();
+        v.push(("pyvenv.cfg".into(), std::fs::read_to_string(root.join(".venv/pyvenv.cfg")).unwrap()));
+        v.sort();
+        v
+    };
+    let before = local_state();
+    let cluster = Cluster::up(2);
+    let inv = run(Command::new(bin()).args(["probe", "-q", "--ssh-config"]).arg(cluster.ssh_config()).args(["--nodes", "node1 node2"]).stdin(Stdio::null()));
+    let mut p = Command::new(bin());
+    p.args(["plan", "-q", "--chdir", "pc_rebase", "--source"]).arg(root).env_remove("VIRTUAL_ENV");
+    let plan = text(&pipe(&mut p, &inv.stdout).stdout);
+    let first = sync(&plan, &["--rsync-bandwidth-limit", "0"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let sys = base_python_version();
+    for alias in ["node1", "node2"] {
+        let n = node(&first.doc, alias);
+        let i = &n["interpreter"];
+        assert_eq!((i["implementation"].as_str(), i["version"].as_str()), (Some("CPython"), Some(sys.as_str())), "{n}");
+        assert!(i["path"].as_str().unwrap().starts_with("/usr/bin/python3"), "{i}");
+        assert_eq!(i["venv_base_path"], base.python.to_str().unwrap());
+        assert_eq!((i["venv_base_version"].as_str(), i["rebased"].as_bool()), (Some(base.version.as_str()), Some(true)));
+        let dir = n["remote_dir"].as_str().unwrap();
+        let cfg = on_node(&cluster, alias, &format!("cat {dir}/.venv/pyvenv.cfg"));
+        assert!(cfg.contains("home = /usr/bin\n") && !cfg.contains(base.python.parent().unwrap().to_str().unwrap()) && !cfg.contains(dir), "{cfg}");
+        assert_eq!(on_node(&cluster, alias, &format!("readlink {dir}/.venv/bin/python")).trim(), i["path"].as_str().unwrap());
+        let head = on_node(&cluster, alias, &format!("head -q -n 3 {dir}/.venv/bin/mytool {dir}/.venv/bin/pytest"));
+        assert!(!head.contains(dir) && !head.contains(root.to_str().unwrap()) && head.matches("#!/bin/sh").count() == 2, "relocatable: {head}");
+        let got = on_node(&cluster, alias, &format!("cd {dir} && .venv/bin/mytool hi && .venv/bin/pytest -q -p no:cacheprovider 2>&1 | tail -n 1"));
+        assert!(got.starts_with(&format!("mytool says hi from {dir}/src/clipkg/__init__.py\n")) && got.contains("1 failed, 4 passed"), "{got}");
+    }
+    let dir1 = remote_dir(&first.doc, "node1");
+    let inode = |f: &str| on_node(&cluster, "node1", &format!("stat -c %i {dir1}/{f}"));
+    let (tool_inode, cfg_inode) = (inode(".venv/bin/mytool"), inode(".venv/pyvenv.cfg"));
+
+    let again = sync(&first.stdout, &["--rsync-bandwidth-limit", "0"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    for alias in ["node1", "node2"] {
+        let (a, b) = (node(&first.doc, alias)["bytes_sent"].as_u64().unwrap(), node(&again.doc, alias)["bytes_sent"].as_u64().unwrap());
+        assert!(b * 20 < a, "{alias}: a no-change re-sync sent {b} bytes after {a}");
+        assert_eq!(node(&again.doc, alias)["files_transferred"], 0);
+    }
+    assert_eq!((inode(".venv/bin/mytool"), inode(".venv/pyvenv.cfg")), (tool_inode.clone(), cfg_inode), "nothing rewritten without a change");
+
+    // A package with a console script installed locally: it reaches the nodes rebased, and the
+    // managed files are replaced by new files (renamed into place), never changed in place.
+    let extra = root.join("libs/extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("pyproject.toml"), "[build-system]\nrequires = [\"setuptools>=64\"]\nbuild-backend = \"setuptools.build_meta\"\n[project]\nname = \"extra\"\nversion = \"1\"\n[project.scripts]\nextratool = \"extra:main\"\n").unwrap();
+    std::fs::write(extra.join("extra.py"), "import sys\n\ndef main():\n    print('extra on', sys.version_info[:2])\n").unwrap();
+    run(Command::new(project.python())
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index", "--no-build-isolation", "--no-deps"])
+        .arg(&extra)
+        .current_dir(root));
+    let before_added = local_state();
+    let third = sync(&again.stdout, &["--rsync-bandwidth-limit", "0"]);
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    for alias in ["node1", "node2"] {
+        let dir = remote_dir(&third.doc, alias);
+        let got = on_node(&cluster, alias, &format!("{dir}/.venv/bin/extratool && head -n 1 {dir}/.venv/bin/extratool"));
+        assert_eq!(got, "extra on (3, 11)\n#!/bin/sh\n");
+    }
+    assert_ne!(inode(".venv/bin/mytool"), tool_inode, "a rewritten file is a new file");
+    assert_eq!(local_state(), before_added, "the local venv is never modified by a sync");
+    assert_ne!(before, before_added);
+
+    // A copy of the node's tree elsewhere (as per-run trees are) still runs: nothing in the
+    // rewritten files names the directory.
+    let got = on_node(&cluster, "node1", &format!("cp -a {dir1} {dir1}-copy && cd {dir1}-copy && .venv/bin/mytool x && .venv/bin/python -c 'import sys; print(sys.prefix)'"));
+    let lines: Vec<&str> = got.lines().collect();
+    assert!(lines.len() == 2 && lines[0].starts_with("mytool says x from ") && lines[1] == format!("{dir1}-copy/.venv"), "{got}");
 }
 
 #[test]

@@ -1,3 +1,4 @@
 pub mod cluster;
 pub mod example;
 pub mod venv;
+pub mod venvs;
