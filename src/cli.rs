@@ -89,7 +89,8 @@ pub struct ProbeArgs {
     /// when no --node/--nodes is given.
     #[arg(long)]
     pub stdin: bool,
-    /// Python interpreter name or path to look for on each node. Repeatable.
+    /// Python interpreter name or path to look for on each node (every python3.N on its PATH
+    /// is reported too, as a candidate for running a virtualenv). Repeatable.
     #[arg(long = "python", value_name = "NAME", default_value = options::DEFAULT_PYTHON)]
     pub python: Vec<String>,
     /// Give up on a node after this many seconds in all (its ssh is killed).
@@ -110,7 +111,9 @@ pub struct PlanArgs {
     /// At most this many processes per node.
     #[arg(long, value_name = "N", value_parser = positive_u32)]
     pub max_processes: Option<u32>,
-    /// Interpreter on the nodes when the project has no virtualenv.
+    /// Interpreter on the nodes (a name or an absolute path): the one to run without a
+    /// virtualenv; with one, the one it must run on [default: the first compatible of the
+    /// venv's own base, python3.X, python3, other python3.N].
     #[arg(long, value_name = "NAME")]
     pub python: Option<String>,
     /// Directory on each node, relative to the remote home

@@ -36,7 +36,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "pytest" -
 complete -c pytest-cloud -n "__fish_pytest_cloud_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l node -d 'Node to probe: [user@]host[:port] or an ssh config alias. Repeatable' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l nodes -d 'Space-separated nodes. Repeatable' -r
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l python -d 'Python interpreter name or path to look for on each node. Repeatable' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l python -d 'Python interpreter name or path to look for on each node (every python3.N on its PATH is reported too, as a candidate for running a virtualenv). Repeatable' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l deadline -d 'Give up on a node after this many seconds in all (its ssh is killed)' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l ssh-config -d 'ssh config file used for every ssh call (as `ssh -F`); default: ssh\'s own (~/.ssh/config and /etc/ssh/ssh_config)' -r -F
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -l connect-timeout -d 'ssh ConnectTimeout in seconds (TCP connect and banner)' -r
@@ -46,7 +46,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -s q -l
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand probe" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l mem-per-process -d 'Memory one test process needs, in MiB; caps slots at floor(available / this)' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l max-processes -d 'At most this many processes per node' -r
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l python -d 'Interpreter on the nodes when the project has no virtualenv' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l python -d 'Interpreter on the nodes (a name or an absolute path): the one to run without a virtualenv; with one, the one it must run on [default: the first compatible of the venv\'s own base, python3.X, python3, other python3.N]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l chdir -d 'Directory on each node, relative to the remote home [default: pytest_<local user>_<project root name>]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l virtualenv-path -d 'The project\'s virtualenv, inside the project root [default: detected]' -r -F
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand plan" -l source -d 'Project root [default: pytest\'s rootdir of the current directory]' -r -F
@@ -84,7 +84,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand release" -s h 
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-node -d 'node to run tests on: [user@]host[:port] or an ssh alias; repeatable' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-nodes -d 'space-separated nodes; repeatable' -r
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-python -d 'interpreter name on the nodes for the probe [default: python3]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-python -d 'interpreter on the nodes (name or absolute path) the venv must run on; unset: the first compatible of the venv\'s own base, python3.X, python3 [default: python3]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-chdir -d 'directory on the nodes, relative to the remote home [default: pytest_<user>_<project>]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-virtualenv-path -d 'the project\'s virtualenv, inside the project [default: $VIRTUAL_ENV, .venv, venv]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-mem-per-process -d 'MiB one test process needs; caps processes per node' -r

@@ -32,7 +32,7 @@ _pytest-cloud() {
 _arguments "${_arguments_options[@]}" : \
 '*--node=[Node to probe\: \[user@\]host\[\:port\] or an ssh config alias. Repeatable]:NODE:_default' \
 '*--nodes=[Space-separated nodes. Repeatable]:'N1 N2 ...':_default' \
-'*--python=[Python interpreter name or path to look for on each node. Repeatable]:NAME:_default' \
+'*--python=[Python interpreter name or path to look for on each node (every python3.N on its PATH is reported too, as a candidate for running a virtualenv). Repeatable]:NAME:_default' \
 '--deadline=[Give up on a node after this many seconds in all (its ssh is killed)]:SECS:_default' \
 '--ssh-config=[ssh config file used for every ssh call (as \`ssh -F\`); default\: ssh'\''s own (~/.ssh/config and /etc/ssh/ssh_config)]:FILE:_files' \
 '--connect-timeout=[ssh ConnectTimeout in seconds (TCP connect and banner)]:SECS:_default' \
@@ -48,7 +48,7 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '--mem-per-process=[Memory one test process needs, in MiB; caps slots at floor(available / this)]:MB:_default' \
 '--max-processes=[At most this many processes per node]:N:_default' \
-'--python=[Interpreter on the nodes when the project has no virtualenv]:NAME:_default' \
+'--python=[Interpreter on the nodes (a name or an absolute path)\: the one to run without a virtualenv; with one, the one it must run on \[default\: the first compatible of the venv'\''s own base, python3.X, python3, other python3.N\]]:NAME:_default' \
 '--chdir=[Directory on each node, relative to the remote home \[default\: pytest_<local user>_<project root name>\]]:DIR:_default' \
 '--virtualenv-path=[The project'\''s virtualenv, inside the project root \[default\: detected\]]:PATH:_files' \
 '--source=[Project root \[default\: pytest'\''s rootdir of the current directory\]]:DIR:_files' \
@@ -117,7 +117,7 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '*--cloud-node=[node to run tests on\: \[user@\]host\[\:port\] or an ssh alias; repeatable]:VALUE:_default' \
 '*--cloud-nodes=[space-separated nodes; repeatable]:VALUE:_default' \
-'*--cloud-python=[interpreter name on the nodes for the probe \[default\: python3\]]:VALUE:_default' \
+'*--cloud-python=[interpreter on the nodes (name or absolute path) the venv must run on; unset\: the first compatible of the venv'\''s own base, python3.X, python3 \[default\: python3\]]:VALUE:_default' \
 '*--cloud-chdir=[directory on the nodes, relative to the remote home \[default\: pytest_<user>_<project>\]]:VALUE:_default' \
 '*--cloud-virtualenv-path=[the project'\''s virtualenv, inside the project \[default\: \$VIRTUAL_ENV, .venv, venv\]]:VALUE:_default' \
 '*--cloud-mem-per-process=[MiB one test process needs; caps processes per node]:VALUE:_default' \

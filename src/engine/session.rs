@@ -351,6 +351,25 @@ pub fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_header_names_each_nodes_interpreter_and_the_venvs_base_when_they_differ() {
+        let n = PlannedNode { node: "node1".into(), slots: 2, workers: vec!["node1-0".into(), "node1-1".into()], remote_dir: "/h/pc".into(), python: "/h/pc/.venv/bin/python".into() };
+        let mut i = schema::NodeInterpreter {
+            implementation: "CPython".into(),
+            version: "3.11.2".into(),
+            path: "/usr/bin/python3.11".into(),
+            venv_base_path: "/root/.pyenv/versions/3.11.7/bin/python3".into(),
+            venv_base_version: "3.11.7".into(),
+            rebased: true,
+        };
+        assert_eq!(super::node_line(&n, Some(&i)), "node1: 2 slots, CPython 3.11.2 /usr/bin/python3.11 (venv made from 3.11.7); workers node1-0 node1-1");
+        i.venv_base_version = "3.11.2".into();
+        assert!(super::node_line(&n, Some(&i)).contains("(venv made from 3.11.2 /root/.pyenv/versions/3.11.7/bin/python3)"));
+        i.rebased = false;
+        assert_eq!(super::node_line(&n, Some(&i)), "node1: 2 slots, CPython 3.11.2 /usr/bin/python3.11; workers node1-0 node1-1");
+        assert_eq!(super::node_line(&n, None), "node1: 2 slots; workers node1-0 node1-1");
+    }
+
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {

@@ -25,7 +25,7 @@ OPTIONS = json.loads(r'''[
     "name": "--cloud-python",
     "kind": "text",
     "metavar": "NAME",
-    "help": "interpreter name on the nodes for the probe",
+    "help": "interpreter on the nodes (name or absolute path) the venv must run on; unset: the first compatible of the venv's own base, python3.X, python3",
     "default": "python3",
     "plugin": true
   },
