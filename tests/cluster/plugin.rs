@@ -122,16 +122,12 @@ fn plugin_runs_the_suite_on_the_nodes_like_a_local_run() {
 #[test]
 fn plugin_runs_a_project_whose_venv_the_nodes_run_on_another_interpreter() {
     use common::venvs::{self, RebaseProject};
+    let Some(wheel) = wheel() else { return };
     let base = venvs::hidden_base_311();
     let template = venvs::template("rebase", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
-    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("share/pytest-cloud-plugin");
-    let pip = Command::new(p.python())
-        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"])
-        .arg(&plugin)
-        .output()
-        .unwrap();
-    assert!(pip.status.success(), "{}", String::from_utf8_lossy(&pip.stderr));
+    let pip = Command::new(p.python()).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"]).arg(&wheel).output().unwrap();
+    assert!(pip.status.success(), "pip install {}: {}", wheel.display(), String::from_utf8_lossy(&pip.stderr));
     let c = Cluster::up(2);
     let local = Command::new(p.root().join(".venv/bin/py.test")).args(["tests/", "-q", "-p", "no:cloud"]).current_dir(p.root()).output().unwrap();
     let out = Command::new(p.root().join(".venv/bin/py.test"))
@@ -144,12 +140,11 @@ fn plugin_runs_a_project_whose_venv_the_nodes_run_on_another_interpreter() {
         .current_dir(p.root())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = text(&out);
     assert_eq!(local.status.code(), Some(1), "{}", String::from_utf8_lossy(&local.stdout));
     assert_eq!(out.status.code(), local.status.code(), "{text}");
-    let summary = |s: &str| s.lines().rev().find(|l| l.contains(" passed")).map(|l| l.split(" in ").next().unwrap().trim_matches('=').trim().to_string());
-    assert_eq!(summary(&text), summary(&String::from_utf8_lossy(&local.stdout)), "{text}");
-    assert_eq!(summary(&text).as_deref(), Some("1 failed, 4 passed"), "{text}");
+    assert_eq!(summary(&out), summary(&local), "{text}");
+    assert_eq!(summary(&out).as_deref(), Some("1 failed, 4 passed"), "{text}");
     assert!(text.contains("PASSED tests/test_node.py::test_the_c_extension_is_loaded") && text.contains("[node1-"), "ran on the nodes:\n{text}");
     assert!(text.contains(&format!("(venv made from {}", base.version)), "the header names the venv's own base:\n{text}");
 }
