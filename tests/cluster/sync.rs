@@ -416,7 +416,9 @@ fn the_venv_is_rebased_on_each_node_resyncs_cheaply_and_an_added_package_arrives
         assert!(got.starts_with(&format!("mytool says hi from {dir}/src/clipkg/__init__.py\n")) && got.contains("1 failed, 4 passed"), "{got}");
     }
     let dir1 = remote_dir(&first.doc, "node1");
-    let inode = |f: &str| on_node(&cluster, "node1", &format!("stat -c %i {dir1}/{f}"));
+    // The shared base is where sync writes (a run's tree links to it).
+    let base1 = node(&first.doc, "node1")["base_dir"].as_str().unwrap().to_string();
+    let inode = |f: &str| on_node(&cluster, "node1", &format!("stat -c %i {base1}/{f}"));
     let (tool_inode, cfg_inode) = (inode(".venv/bin/mytool"), inode(".venv/pyvenv.cfg"));
 
     let again = sync(&first.stdout, &["--rsync-bandwidth-limit", "0"]);
