@@ -353,7 +353,7 @@ pub fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String
 mod tests {
     #[test]
     fn the_header_names_each_nodes_interpreter_and_the_venvs_base_when_they_differ() {
-        let n = PlannedNode { node: "node1".into(), slots: 2, workers: vec!["node1-0".into(), "node1-1".into()], remote_dir: "/h/pc".into(), python: "/h/pc/.venv/bin/python".into() };
+        let n = PlannedNode { node: crate::ssh::Destination::parse("node1").unwrap(), slots: 2, workers: vec!["node1-0".into(), "node1-1".into()], remote_dir: "/h/pc".into(), python: "/h/pc/.venv/bin/python".into() };
         let mut i = schema::NodeInterpreter {
             implementation: "CPython".into(),
             version: "3.11.2".into(),
