@@ -430,7 +430,7 @@ fn the_users_gnu_parallel_settings_do_not_change_what_exec_does() {
 }
 
 #[test]
-fn exit_130_on_ctrl_c_with_a_record_per_job_and_the_summary_last() {
+fn exit_130_on_ctrl_c_with_a_record_per_job_the_summary_last_and_nothing_left_on_the_node() {
     use std::os::unix::process::CommandExt;
     let f = setup(1);
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"));
@@ -461,4 +461,16 @@ fn exit_130_on_ctrl_c_with_a_record_per_job_and_the_summary_last() {
     assert_eq!(jobs.len(), 2, "a record per job: {jobs:#?}");
     assert_eq!(summary["succeeded"], 0);
     assert!(stderr.contains("interrupted"), "{stderr}");
+    // Nothing of the jobs is left on the node: the wrapper saw its ssh go and ended the
+    // command's process group. A bound on waiting for something that must happen (TERM, then
+    // KILL 2 s later), not a performance threshold.
+    let mut left = node_processes(&f.cluster, "node1", "sleep 71");
+    for _ in 0..600 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = node_processes(&f.cluster, "node1", "sleep 71");
+    }
+    assert!(left.is_empty(), "the jobs still run on the node after Ctrl-C: {left:#?}");
 }

@@ -18,15 +18,26 @@ pub enum Per {
 /// indistinguishable from ssh failing. `setsid` (when the node has it) puts the command in its
 /// own process group so a timeout kills its children too; `wait`'s stderr is silenced because
 /// dash reports "Terminated" there.
+///
+/// Nothing left behind: the wrapper's stdin is the ssh channel, which the local side keeps
+/// open (exec holds parallel's stdin, which every job's ssh inherits, and sends nothing). When
+/// ssh goes away (Ctrl-C, parallel's timeout, a dead connection) sshd closes the channel and
+/// the watcher's `read` sees EOF: it ends the command's process group, TERM and, after 2 s,
+/// KILL. The command itself gets `/dev/null` as stdin (an asynchronous list's, as before) and
+/// not the channel (fd 3 is closed for it).
 pub const WRAPPER: &str = r#"m=$1 t=$2 d=$3; shift 3
 cd -- "$d" 2>/dev/null || { printf '%s nodir\n' "$m" >&2; exit 1; }
 g=; command -v setsid >/dev/null 2>&1 && g=setsid
-$g "$@" & p=$!
+exec 3<&0
+$g "$@" 3<&- & p=$!
+{ while IFS= read -r _; do :; done <&3; trap '' TERM; kill -TERM -"$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null; sleep 2; kill -KILL -"$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; } >/dev/null 2>&1 & e=$!
+exec 3<&-
 w=
 if [ "$t" -gt 0 ]; then
   $g sh -c 'sleep "$1"; printf "%s timeout\n" "$3" >&2; kill -TERM -"$2" 2>/dev/null || kill -TERM "$2" 2>/dev/null; sleep 5; kill -KILL -"$2" 2>/dev/null || kill -KILL "$2" 2>/dev/null' - "$t" "$p" "$m" >/dev/null & w=$!
 fi
 wait "$p" 2>/dev/null; s=$?
+kill -TERM "$e" 2>/dev/null
 [ -z "$w" ] || kill -TERM -"$w" 2>/dev/null || kill -TERM "$w" 2>/dev/null
 printf '%s exit %s\n' "$m" "$s" >&2
 exit "$s""#;

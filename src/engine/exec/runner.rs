@@ -163,10 +163,27 @@ fn run_all_inner(
     std::fs::create_dir_all(&results).map_err(|e| Error::io(results.display(), e))?;
     // One shell command line per job, NUL-terminated: parallel runs each with PARALLEL_SHELL,
     // and a command may contain newlines. Input order = parallel's sequence number.
+    //
+    // Each ssh reads its stdin from `channel`, a FIFO that this process holds open (and never
+    // writes) until parallel has ended: so the remote wrapper reads EOF on the ssh channel
+    // exactly when that job's ssh is gone (Ctrl-C, parallel's timeout, this process killed),
+    // and then ends the command on the node. parallel's own stdin for its jobs cannot serve:
+    // GNU parallel 20221122 gives each job an empty pipe, at EOF at once (measured).
+    let channel = work.path().join("ssh-stdin");
+    Cmd::new(["mkfifo".as_ref(), "-m".as_ref(), "600".as_ref(), channel.as_os_str()]).checked()?;
+    // Read and write: the open does not wait for a reader, and the FIFO never reaches EOF
+    // while `_hold` lives.
+    let _hold = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&channel)
+        .map_err(|e| Error::io(channel.display(), e))?;
+    let stdin_redirect = format!(" <{}", shell_words::quote(&channel.display().to_string()));
     let mut lines = Vec::new();
     for job in &to_run {
         lines
             .extend_from_slice(shell_words::join(ssh::command_argv(config, &job.dest, &job.remote_command)).as_bytes());
+        lines.extend_from_slice(stdin_redirect.as_bytes());
         lines.push(0);
     }
     let input = work.path().join("jobs");
