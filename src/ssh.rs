@@ -386,6 +386,26 @@ pub fn remote_quote<S: AsRef<str>>(words: &[S]) -> String {
     shell_words::join(words.iter().map(|w| w.as_ref()))
 }
 
+/// Whether the shared connection (ControlMaster) to a node is gone, asked with `ssh -O
+/// check`, as the glue's `_NodeFaults` does: `Some(ssh's words)` when it is gone, `None` when
+/// it is up or there is none to ask (`ControlPath none`, `--control-persist 0`). After a
+/// job's ssh exits 255, a gone master means the node was lost (its keepalive gave up, or the
+/// connection broke), not a failure of that one session.
+pub fn master_gone(config: &Path, dest: &Destination) -> Option<String> {
+    let mut argv = vec!["ssh".to_string()];
+    argv.extend(base_options(config));
+    argv.extend(["-O".to_string(), "check".to_string(), "--".to_string(), dest.ssh_target()]);
+    let out = crate::proc::Cmd::new(argv).deadline(std::time::Duration::from_secs(10)).output().ok()?;
+    if out.status.success() {
+        return None;
+    }
+    let words = out.stderr_trimmed();
+    if words.contains("No ControlPath specified") || words.contains("ControlPath none") {
+        return None;
+    }
+    Some(if words.is_empty() { "its shared ssh connection is gone".into() } else { words })
+}
+
 /// Closes the shared connection to a node (best effort), e.g. after a run that should not
 /// leave a master behind.
 pub fn close_master(config: &Path, dest: &Destination) {

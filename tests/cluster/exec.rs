@@ -474,3 +474,59 @@ fn exit_130_on_ctrl_c_with_a_record_per_job_the_summary_last_and_nothing_left_on
     }
     assert!(left.is_empty(), "the jobs still run on the node after Ctrl-C: {left:#?}");
 }
+
+#[test]
+fn a_node_killed_mid_exec_gives_its_jobs_node_lost_records_while_the_others_succeed() {
+    use std::os::unix::process::CommandExt;
+    let f = setup(2);
+    // Every job waits for this file (loopback nodes share /tmp), so node1's jobs end when the
+    // test says, after node2 is gone.
+    let go = format!("/tmp/pc-exec-go-{}", std::process::id());
+    let _ = std::fs::remove_file(&go);
+    let script = format!("while [ ! -e {go} ]; do sleep 0.1; done; echo done-{{worker}}");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
+        .args(["exec", "--per", "slot", "--", "sh", "-c", &script])
+        .env("PYTEST_CLOUD_RUNTIME_DIR", f.runtime.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&serde_json::to_vec(&f.plan).unwrap()).unwrap();
+    }
+    let needle = format!("[ ! -e {go} ]");
+    for node in ["node1", "node2"] {
+        let mut n = 0;
+        // A bound on waiting for the jobs to start, not a performance threshold.
+        for _ in 0..1200 {
+            n = node_processes(&f.cluster, node, &needle).len();
+            if n >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(n >= 2, "the jobs never started on {node}");
+    }
+    f.cluster.kill("node2");
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&go);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (jobs, summary) = parse_records(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "some jobs failed: exit 1: {stderr}");
+    let run = Run { code: 1, jobs, summary, stderr: stderr.to_string(), lines: Vec::new() };
+    for slot in 0..2 {
+        let ok = run.job("node1", Some(slot));
+        assert_eq!((&ok["exit_code"], &ok["error"]), (&json!(0), &Value::Null), "{ok}");
+        assert_eq!(ok["stdout_tail"], format!("done-node1-{slot}\n"));
+        let lost = run.job("node2", Some(slot));
+        let error = lost["error"].as_str().unwrap_or_else(|| panic!("no error: {lost}"));
+        assert!(error.starts_with("node lost: "), "{error}\n{}", run.stderr);
+        assert_eq!(lost["exit_code"], 255, "{lost}");
+    }
+    assert_eq!((&run.summary["succeeded"], &run.summary["failed"]), (&json!(2), &json!(2)));
+    assert!(run.stderr.contains("node2-0: node lost: "), "{}", run.stderr);
+}

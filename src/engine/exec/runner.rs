@@ -201,11 +201,14 @@ fn run_all_inner(
     let cmd = parallel::command(&spec, &results);
 
     let mut log = JoblogReader::new(joblog);
+    // Nodes found lost, with ssh's words: asked once per node.
+    let mut lost: Vec<(Destination, Option<String>)> = Vec::new();
     let mut handle = |entry: JoblogEntry, em: &mut Emitter| {
         let Some(job) = entry.seq.checked_sub(1).and_then(|i| to_run.get(i)) else {
             return;
         };
-        let record = finished_record(job, &entry, &results.join(entry.seq.to_string()), o);
+        let mut record = finished_record(job, &entry, &results.join(entry.seq.to_string()), o);
+        node_lost(&mut record, job, config, &mut lost, settings);
         em.job(&record);
         if let Some(i) = jobs.iter().position(|j| j.seq == job.seq) {
             reported[i] = true;
@@ -236,6 +239,52 @@ fn run_all_inner(
     Ok(())
 }
 
+
+/// A job whose ssh failed (255, no status from the wrapper) while the node's shared connection
+/// is gone: the node was lost mid-exec (killed, frozen, off the network: the keepalive ends
+/// the connection within the node timeout, `node_timeout_s`). Its record says `node lost: <ssh's words>`; a
+/// command's own 255 (reported by the wrapper) and a failure of one session over a live
+/// connection stay as they were. Not asked after Ctrl-C (the connection is fine, ssh was
+/// interrupted).
+fn node_lost(
+    record: &mut JobRecord,
+    job: &Job,
+    config: &Path,
+    lost: &mut Vec<(Destination, Option<String>)>,
+    settings: &SshSettings,
+) {
+    let Some(rest) = record.error.as_deref().and_then(|e| e.strip_prefix(SSH_FAILED)) else {
+        return;
+    };
+    if record.exit_code != Some(255) || settings.control_persist_s == 0 || crate::interrupt::requested() {
+        return;
+    }
+    let gone = match lost.iter().find(|(d, _)| *d == job.dest) {
+        Some((_, g)) => g.clone(),
+        None => {
+            // Only a gone connection is remembered: a live one may still die later.
+            let g = ssh::master_gone(config, &job.dest);
+            if g.is_some() {
+                lost.push((job.dest.clone(), g.clone()));
+            }
+            g
+        }
+    };
+    if gone.is_some() {
+        // The job's ssh usually says nothing when the shared connection under it closes;
+        // the check's own words name only the control socket.
+        let words = if rest.starts_with("ssh exited 255 without a message") {
+            "the shared ssh connection to the node closed (the node was killed, hung past the node timeout or went off the network)".to_string()
+        } else {
+            rest.to_string()
+        };
+        record.error = Some(format!("{NODE_LOST}{words}"));
+    }
+}
+
+/// The `error` prefixes of a job whose ssh failed, and of one whose node was lost.
+pub(super) const SSH_FAILED: &str = "ssh failed: ";
+pub(super) const NODE_LOST: &str = "node lost: ";
 
 /// A node whose connection could not be opened: ssh's exit code if it exited, and its message.
 struct Unreachable {
