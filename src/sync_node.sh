@@ -175,9 +175,18 @@ run_drop() {
     if [ "$(head -n 1 -- "$d_runs/$d_id.lease" 2>/dev/null)" = "$d_lease" ]; then
         mv -- "$d_runs/$d_id.lease" "$d_runs/$d_id.reaped.$$" 2>/dev/null
     fi
-    rm -rf -- "$d_runs/$d_id" 2>/dev/null
+    # A worker of this run may still be exiting (writing bytecode) just after the controller
+    # ended: give it a moment rather than leave the tree for a later run to reap.
+    d_try=0
+    until rm -rf -- "$d_runs/$d_id" 2>/dev/null || [ "$d_try" -ge 10 ]; do
+        d_try=$((d_try + 1))
+        sleep 0.3 2>/dev/null || sleep 1
+    done
     rm -f -- "$d_runs/$d_id.reaped.$$"
-    [ -e "$d_runs/$d_id" ] && echo "error=could not remove all of $d_runs/$d_id"
+    if [ -e "$d_runs/$d_id" ]; then
+        d_left=$(find "$d_runs/$d_id" -mindepth 1 2>/dev/null | head -n 3 | tr '\n' ' ')
+        echo "error=could not remove all of $d_runs/$d_id (left: ${d_left:-the directory itself})"
+    fi
     echo "released=1"
 }
 
