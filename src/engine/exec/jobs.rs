@@ -58,6 +58,29 @@ pub struct Job {
     pub dest: Destination,
 }
 
+impl Job {
+    /// The job's record before anything is known of its outcome: who, where and what, no output.
+    pub fn blank_record(&self) -> crate::schema::JobRecord {
+        crate::schema::JobRecord {
+            job: self.seq,
+            node: self.node.clone(),
+            slot: self.slot,
+            worker: self.worker.clone(),
+            command: self.command.clone(),
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            error: None,
+            duration_ms: 0,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            stdout_path: None,
+            stderr_path: None,
+        }
+    }
+}
 
 const SLOT_ONLY: [&str; 2] = ["slot", "worker"];
 

@@ -134,11 +134,6 @@ pub(super) fn finished_record(job: &Job, entry: &JoblogEntry, dir: &Path, o: &Ru
         decide(job, Some(entry), &remote, &String::from_utf8_lossy(&clean), o.timeout_s);
     let keep = o.output_dir.is_some();
     JobRecord {
-        job: job.seq,
-        node: job.node.clone(),
-        slot: job.slot,
-        worker: job.worker.clone(),
-        command: job.command.clone(),
         exit_code,
         signal,
         timed_out,
@@ -150,6 +145,7 @@ pub(super) fn finished_record(job: &Job, entry: &JoblogEntry, dir: &Path, o: &Ru
         stderr_bytes: stderr_len - removed,
         stdout_path: keep.then(|| stdout_path.display().to_string()),
         stderr_path: keep.then(|| stderr_path.display().to_string()),
+        ..job.blank_record()
     }
 }
 

@@ -109,24 +109,7 @@ fn run_all(jobs: &[Job], config: &Path, settings: &SshSettings, o: &RunOptions, 
 }
 
 fn bare_record(job: &Job, exit_code: Option<i32>, signal: Option<i32>, duration_ms: u64, error: String) -> JobRecord {
-    JobRecord {
-        job: job.seq,
-        node: job.node.clone(),
-        slot: job.slot,
-        worker: job.worker.clone(),
-        command: job.command.clone(),
-        exit_code,
-        signal,
-        timed_out: false,
-        error: Some(error),
-        duration_ms,
-        stdout_tail: String::new(),
-        stderr_tail: String::new(),
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        stdout_path: None,
-        stderr_path: None,
-    }
+    JobRecord { exit_code, signal, error: Some(error), duration_ms, ..job.blank_record() }
 }
 
 fn run_all_inner(
