@@ -292,10 +292,7 @@ fn open_connections(jobs: &[Job], config: &Path, settings: &SshSettings) -> Resu
         }
     }
     let deadline = Duration::from_secs(settings.connect_timeout_s + 10);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(dests.len().clamp(1, 128))
-        .build()
-        .map_err(|e| Error::internal(format!("thread pool: {e}")))?;
+    let pool = crate::engine::node_pool(dests.len())?;
     let results: Vec<Result<Option<Unreachable>>> = pool.install(|| {
         use rayon::prelude::*;
         dests

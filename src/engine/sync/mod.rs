@@ -148,10 +148,7 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
     }
     // The config of every node in the inventory, as the probe (and a Fanout) wrote it.
     let config = if runs.is_empty() { PathBuf::new() } else { ssh::write_config(&plan.inventory.ssh, &inventory_destinations(plan))? };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(runs.len().clamp(1, 128))
-        .build()
-        .map_err(|e| Error::internal(format!("thread pool: {e}")))?;
+    let pool = crate::engine::node_pool(runs.len())?;
     let ssh_deadline = Duration::from_secs(plan.inventory.ssh.connect_timeout_s + 60);
 
     if let Err(e) = preflight_and_transfer(&mut runs, &pool, &config, &local, opts, ssh_deadline, progress, fanout) {
