@@ -195,15 +195,14 @@ fn on_all(config: &Path, held: &[Held], mode: &str, deadline: Duration) -> Vec<N
             .map(|h| {
                 s.spawn(move || {
                     let args = [h.base.as_str(), "", "", &h.runs, &h.id, &h.lease];
-                    match crate::engine::sync::node_script(config, &h.dest, mode, &args, deadline) {
+                    match crate::remote::sync_script(config, &h.dest, "", mode, &args, deadline) {
                         Err(e) => NodeAnswer::Failed(e.message),
-                        Ok((kv, out)) => {
-                            let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-                            if get("sync_node_end").is_none() {
-                                NodeAnswer::Failed(format!("exit {}: {}", out.status.shell_code(), out.stderr_trimmed()))
-                            } else if let Some(e) = get("error") {
-                                NodeAnswer::Failed(e)
-                            } else if get("lease").as_deref() == Some("lost") {
+                        Ok(reply) => {
+                            if let Some((_, why)) = reply.failure("sync_node_end") {
+                                NodeAnswer::Failed(why)
+                            } else if let Some(e) = reply.get("error") {
+                                NodeAnswer::Failed(e.to_string())
+                            } else if reply.get("lease") == Some("lost") {
                                 NodeAnswer::Lost
                             } else {
                                 NodeAnswer::Done

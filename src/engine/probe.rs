@@ -2,13 +2,12 @@
 //! what it can do, and read its answer into `Facts`. The subcommand is `src/cmd/probe.rs`.
 
 use crate::error::{Result, one_line};
-use crate::proc::{Cmd, Status};
+use crate::proc::Status;
+use crate::remote;
 use crate::schema::{self, ErrorKind, Facts, Inventory, NodeReport, NodeStatus, PythonInfo};
 use crate::ssh::{self, Destination, SshSettings};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-const SCRIPT: &str = include_str!("../probe.sh");
 
 pub fn progress_line(r: &NodeReport) -> String {
     match (&r.facts, r.status) {
@@ -66,10 +65,9 @@ pub fn probe_nodes(
 }
 
 fn probe_one(config: &std::path::Path, d: &Destination, pythons: &[String], deadline: Duration) -> Result<NodeReport> {
-    let mut words = vec!["sh".to_string(), "-s".into(), "--".into(), crate::interp::ABI_CODE.into()];
-    words.extend(pythons.iter().cloned());
-    let argv = ssh::command_argv(config, d, &ssh::remote_quote(&words));
-    let out = Cmd::new(argv).stdin(SCRIPT).deadline(deadline).output()?;
+    let mut words = vec![crate::interp::ABI_CODE];
+    words.extend(pythons.iter().map(String::as_str));
+    let out = remote::run(config, d, "", remote::PROBE_SCRIPT, &words, deadline)?.out;
     let ms = out.elapsed.as_millis() as u64;
     let error = |kind: ErrorKind, message: String| NodeReport {
         node: d.clone(),
@@ -84,7 +82,7 @@ fn probe_one(config: &std::path::Path, d: &Destination, pythons: &[String], dead
         Status::TimedOut => {
             return Ok(error(ErrorKind::Timeout, format!("no answer within the {}s probe deadline; ssh was killed", deadline.as_secs())));
         }
-        Status::Exited(255) => return Ok(error(classify_ssh_error(&stderr), stderr)),
+        Status::Exited(255) => return Ok(error(remote::classify_ssh_error(&stderr), stderr)),
         _ => {}
     }
     let text = out.stdout_str();
@@ -105,30 +103,6 @@ fn probe_one(config: &std::path::Path, d: &Destination, pythons: &[String], dead
             }
             Ok(NodeReport { node: d.clone(), status: NodeStatus::Ok, error_kind: None, message: None, facts: Some(facts), elapsed_ms: ms })
         }
-    }
-}
-
-/// Maps ssh's own words (exit 255) to an error kind; the message is kept verbatim beside it.
-pub fn classify_ssh_error(stderr: &str) -> ErrorKind {
-    let s = stderr.to_ascii_lowercase();
-    if s.contains("connection refused") {
-        ErrorKind::Refused
-    } else if s.contains("timed out") || s.contains("timeout") {
-        ErrorKind::Timeout
-    } else if s.contains("host key verification failed")
-        || s.contains("remote host identification has changed")
-        || s.contains("host key is known")
-        || s.contains("no matching host key")
-    {
-        ErrorKind::HostKey
-    } else if s.contains("permission denied") || s.contains("too many authentication failures") {
-        ErrorKind::Auth
-    } else if s.contains("could not resolve hostname") || s.contains("name or service not known") || s.contains("nodename nor servname") {
-        ErrorKind::Dns
-    } else if s.contains("no route to host") || s.contains("network is unreachable") {
-        ErrorKind::Unreachable
-    } else {
-        ErrorKind::Ssh
     }
 }
 
@@ -270,7 +244,7 @@ mod tests {
             ("kex_exchange_identification: read: Connection reset by peer", ErrorKind::Ssh),
         ];
         for (msg, kind) in cases {
-            assert_eq!(classify_ssh_error(msg), kind, "{msg}");
+            assert_eq!(crate::remote::classify_ssh_error(msg), kind, "{msg}");
         }
     }
 }

@@ -37,7 +37,6 @@ use crate::{interrupt, options, rsync, ssh};
 use fanout::preflight_and_transfer;
 use local::{check_local_tools, local_facts};
 use node::{finish, interrupted, inventory_destinations, node_runs};
-pub(crate) use node::node_script;
 use std::path::PathBuf;
 use std::time::Duration;
 

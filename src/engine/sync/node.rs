@@ -6,16 +6,13 @@ use super::SyncEvent;
 use super::SyncOptions;
 use super::local::{Local, no_controls};
 use crate::error::{Error, Exit, Result};
-use crate::proc::{Cmd, Status};
 use crate::schema::{Dropped, ErrorKind, Facts, Plan, PlannedNode, Stage};
-use crate::ssh::{self, Destination};
+use crate::ssh::Destination;
 use crate::engine::lease;
-use crate::{interrupt, rsync};
+use crate::{interrupt, remote, rsync};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-pub(super) const NODE_SCRIPT: &str = include_str!("../../sync_node.sh");
 
 /// Per planned node: where it goes and what happened.
 pub(super) struct NodeRun {
@@ -57,7 +54,7 @@ pub(super) fn interrupted(pool: &rayon::ThreadPool, runs: &[NodeRun], config: &P
     pool.install(|| {
         use rayon::prelude::*;
         runs.par_iter().filter(|r| r.facts.rsync_version.is_some()).for_each(|r| {
-            let _ = node_script(config, &r.dest, "release", &[&r.planned.remote_dir, &r.lock, &local.holder], Duration::from_secs(10));
+            let _ = remote::sync_script(config, &r.dest, "", "release", &[&r.planned.remote_dir, &r.lock, &local.holder], Duration::from_secs(10));
         });
     });
     Error::new(Exit::Interrupted, "interrupted; the node directories' locks were released (a node may hold a partial copy, which the next sync completes)")
@@ -110,54 +107,6 @@ pub(super) fn inventory_destinations(plan: &Plan) -> Vec<Destination> {
     plan.inventory.nodes.iter().map(|n| n.node.clone()).collect()
 }
 
-/// Runs the node script in MODE with ARGS over ssh; returns its key=value lines (in order)
-/// and the output.
-pub(crate) fn node_script(config: &Path, dest: &Destination, mode: &str, args: &[&str], deadline: Duration) -> Result<(Vec<(String, String)>, crate::proc::Output)> {
-    node_script_with(config, dest, "", mode, args, deadline)
-}
-
-/// [`node_script`] with shell code run before the script (function definitions).
-fn node_script_with(
-    config: &Path,
-    dest: &Destination,
-    prelude: &str,
-    mode: &str,
-    args: &[&str],
-    deadline: Duration,
-) -> Result<(Vec<(String, String)>, crate::proc::Output)> {
-    let mut words = vec!["sh", "-s", "--", mode];
-    words.extend_from_slice(args);
-    let argv = ssh::command_argv(config, dest, &ssh::remote_quote(&words));
-    let script = if prelude.is_empty() { NODE_SCRIPT.to_string() } else { format!("{prelude}\n{NODE_SCRIPT}") };
-    let out = Cmd::new(argv).stdin(script).deadline(deadline).output()?;
-    let kv = out
-        .stdout_str()
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim_end().to_string())))
-        .collect();
-    Ok((kv, out))
-}
-
-pub(super) fn get<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-/// Why a node script run failed, when it did not reach its end.
-pub(super) fn script_failure(out: &crate::proc::Output, kv: &[(String, String)]) -> Option<(ErrorKind, String)> {
-    match out.status {
-        Status::TimedOut => Some((ErrorKind::Timeout, "the node did not answer in time; ssh was killed".into())),
-        Status::Exited(255) => {
-            let msg = out.stderr_trimmed();
-            Some((crate::engine::probe::classify_ssh_error(&msg), msg))
-        }
-        _ if get(kv, "sync_node_end").is_none() => Some((
-            ErrorKind::SyncFailed,
-            format!("the node-side script stopped (exit {}): {}", out.status.shell_code(), out.stderr_trimmed()),
-        )),
-        _ => None,
-    }
-}
-
 pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &SyncOptions, deadline: Duration, progress: &(dyn Fn(&SyncEvent) + Sync)) {
     r.started = Instant::now();
     let (py, want) = match super::rebase::choose_interpreter(r, local) {
@@ -177,14 +126,14 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
     let runs = lease::runs_dir(&r.planned.remote_dir);
     loop {
         let args = [r.planned.remote_dir.as_str(), &r.lock, &local.holder, &stale_min, &break_holder, &py, &want, &marker_text, &runs];
-        let (kv, out) = match node_script(config, &r.dest, "preflight", &args, deadline) {
+        let reply = match remote::sync_script(config, &r.dest, "", "preflight", &args, deadline) {
             Ok(x) => x,
             Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
         };
-        if let Some((kind, msg)) = script_failure(&out, &kv) {
+        if let Some((kind, msg)) = reply.failure("sync_node_end") {
             return r.drop_with(kind, msg);
         }
-        if let Some(found) = get(&kv, "python") {
+        if let Some(found) = reply.get("python") {
             // The probe saw it; the node changed since (or the plan is old).
             if found == "missing" || found != want {
                 let now = if found == "missing" { "is gone".to_string() } else { format!("is now {found}") };
@@ -197,14 +146,14 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                 );
             }
         }
-        if get(&kv, "rsync") == Some("missing") {
+        if reply.get("rsync") == Some("missing") {
             return r.drop_with(ErrorKind::NoRsync, "rsync is not installed on the node; install it there (Debian: apt-get install rsync)");
         }
-        if let Some(state) = get(&kv, "target").filter(|s| !matches!(*s, "created" | "marked")) {
+        if let Some(state) = reply.get("target").filter(|s| !matches!(*s, "created" | "marked")) {
             let what = match state {
                 "notdir" => "exists and is not a directory".to_string(),
                 "unreadable" => "exists and cannot be listed".to_string(),
-                _ => format!("exists, is not empty ({}...) and has no {} marker", get(&kv, "target_sample").unwrap_or("").trim(), rsync::MARKER),
+                _ => format!("exists, is not empty ({}...) and has no {} marker", reply.get("target_sample").unwrap_or("").trim(), rsync::MARKER),
             };
             return r.drop_with(
                 ErrorKind::UnsafeTarget,
@@ -215,7 +164,7 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                 ),
             );
         }
-        if get(&kv, "runs") == Some("unsafe") {
+        if reply.get("runs") == Some("unsafe") {
             return r.drop_with(
                 ErrorKind::UnsafeTarget,
                 format!(
@@ -225,21 +174,21 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                 ),
             );
         }
-        if let Some(e) = get(&kv, "error") {
-            let stderr = out.stderr_trimmed();
+        if let Some(e) = reply.get("error") {
+            let stderr = reply.out.stderr_trimmed();
             return r.drop_with(ErrorKind::SyncFailed, if stderr.is_empty() { e.to_string() } else { format!("{e}: {stderr}") });
         }
-        match get(&kv, "lock") {
+        match reply.get("lock") {
             Some("acquired") => {
                 r.locked = true;
-                r.clean_before = get(&kv, "clean") == Some("1");
-                r.run_entries = lease::parse_entries(&kv);
-                r.rebased_before = get(&kv, "rebased").map(String::from);
+                r.clean_before = reply.get("clean") == Some("1");
+                r.run_entries = lease::parse_entries(&reply.kv);
+                r.rebased_before = reply.get("rebased").map(String::from);
                 return;
             }
             Some("held") => {
-                let holder = get(&kv, "lock_holder").unwrap_or("").to_string();
-                let stale = get(&kv, "lock_stale") == Some("1") || holder_is_dead(&holder, &local.hostname);
+                let holder = reply.get("lock_holder").unwrap_or("").to_string();
+                let stale = reply.get("lock_stale") == Some("1") || holder_is_dead(&holder, &local.hostname);
                 if stale && break_holder != holder {
                     // Taken over on the next round trip, only if the holder is still the same.
                     break_holder = holder;
@@ -266,7 +215,7 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                 sleep_unless_interrupted(Duration::from_millis(500));
             }
             _ => {
-                return r.drop_with(ErrorKind::SyncFailed, format!("the node-side check printed no lock state: {}", out.stderr_trimmed()));
+                return r.drop_with(ErrorKind::SyncFailed, format!("the node-side check printed no lock state: {}", reply.out.stderr_trimmed()));
             }
         }
     }
@@ -325,7 +274,7 @@ pub(super) fn describe_holder(holder: &str) -> String {
 pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Duration) {
     let dir = r.planned.remote_dir.clone();
     if !r.alive() {
-        let _ = node_script(config, &r.dest, "release", &[&dir, &r.lock, &local.holder], deadline);
+        let _ = remote::sync_script(config, &r.dest, "", "release", &[&dir, &r.lock, &local.holder], deadline);
         return;
     }
     let (pth, python) = match &local.venv {
@@ -347,29 +296,29 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
     args.extend([sweep, count.as_str()]);
     args.extend(deleted_py.iter().copied());
     args.extend(entries.iter().map(String::as_str));
-    let (kv, out) = match node_script_with(config, &r.dest, &prelude, "finish", &args, deadline) {
+    let reply = match remote::sync_script(config, &r.dest, &prelude, "finish", &args, deadline) {
         Ok(x) => x,
         Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
     };
-    if let Some((kind, msg)) = script_failure(&out, &kv) {
+    if let Some((kind, msg)) = reply.failure("sync_node_end") {
         return r.drop_with(kind, format!("after rsync: {msg}"));
     }
-    r.run_dir = get(&kv, "run_dir").map(String::from);
-    if let Some(e) = get(&kv, "error") {
-        let detail: Vec<&str> = kv.iter().filter(|(k, _)| k == "rebase_error").map(|(_, v)| v.as_str()).collect();
+    r.run_dir = reply.get("run_dir").map(String::from);
+    if let Some(e) = reply.get("error") {
+        let detail: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "rebase_error").map(|(_, v)| v.as_str()).collect();
         let detail = if detail.is_empty() { String::new() } else { format!(" ({})", detail.join("; ")) };
-        r.drop_with(ErrorKind::SyncFailed, format!("after rsync: {e}{detail}: {}", out.stderr_trimmed()));
-    } else if get(&kv, "venv") == Some("failed") {
-        let msg: Vec<&str> = kv.iter().filter(|(k, _)| k == "venv_message").map(|(_, v)| v.as_str()).collect();
+        r.drop_with(ErrorKind::SyncFailed, format!("after rsync: {e}{detail}: {}", reply.out.stderr_trimmed()));
+    } else if reply.get("venv") == Some("failed") {
+        let msg: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "venv_message").map(|(_, v)| v.as_str()).collect();
         let kind = if entries.is_empty() { ErrorKind::PythonMismatch } else { ErrorKind::DevelopFailed };
         let tree = r.run_dir.as_deref().unwrap_or(&dir);
         r.drop_with(kind, format!("the synced interpreter {tree}/{python} does not work on the node: {}", msg.join(" / ")));
     } else if r.run_dir.is_none() {
-        r.drop_with(ErrorKind::SyncFailed, format!("after rsync: the node made no run tree: {}", out.stderr_trimmed()));
+        r.drop_with(ErrorKind::SyncFailed, format!("after rsync: the node made no run tree: {}", reply.out.stderr_trimmed()));
     }
     if r.dropped.is_some() && r.run_dir.is_some() {
         // A dropped node runs nothing: its tree goes at once.
-        let _ = node_script(config, &r.dest, "drop", &[&dir, "", "", &runs, &local.run_id, &local.lease], deadline);
+        let _ = remote::sync_script(config, &r.dest, "", "drop", &[&dir, "", "", &runs, &local.run_id, &local.lease], deadline);
         r.run_dir = None;
     }
 }
