@@ -45,10 +45,34 @@ fn file_has(path: &Path, needle: impl Fn(&str) -> bool) -> bool {
     std::fs::read_to_string(path).map(|t| t.lines().any(|l| needle(l.trim()))).unwrap_or(false)
 }
 
+/// The `[tool.pytest]` table of DIR's pyproject.toml (pytest 9's native options, or the
+/// `ini_options` table inside it), parsed as TOML; None when the file is missing, is not
+/// valid TOML (pytest itself would refuse it), or has no such table.
+pub fn pyproject_pytest(dir: &Path) -> Option<toml::Table> {
+    let text = std::fs::read_to_string(dir.join("pyproject.toml")).ok()?;
+    let mut doc: toml::Table = text.parse().ok()?;
+    match doc.remove("tool")? {
+        toml::Value::Table(mut tool) => match tool.remove("pytest")? {
+            toml::Value::Table(t) => Some(t),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The table pytest reads its ini-style options from in DIR's pyproject.toml:
+/// `[tool.pytest.ini_options]`.
+pub fn pyproject_pytest_options(dir: &Path) -> Option<toml::Table> {
+    match pyproject_pytest(dir)?.remove("ini_options")? {
+        toml::Value::Table(t) => Some(t),
+        _ => None,
+    }
+}
+
 fn is_rootdir(dir: &Path) -> bool {
     dir.join("pytest.ini").is_file()
         || dir.join(".pytest.ini").is_file()
-        || file_has(&dir.join("pyproject.toml"), |l| l.starts_with("[tool.pytest"))
+        || pyproject_pytest(dir).is_some()
         || file_has(&dir.join("tox.ini"), |l| l == "[pytest]")
         || file_has(&dir.join("setup.cfg"), |l| l == "[tool:pytest]")
 }
@@ -196,6 +220,12 @@ mod tests {
         std::fs::create_dir_all(root.join("tests/sub")).unwrap();
         std::fs::write(root.join("pyproject.toml"), "[project]\nname='x'\n[tool.pytest.ini_options]\n").unwrap();
         assert_eq!(find_rootdir(&root.join("tests/sub")), root);
+        // A pyproject.toml is read as TOML: the table named only inside a string does not count.
+        std::fs::write(root.join("tests/sub/pyproject.toml"), "[project]\nname='y'\ndescription = '''\n[tool.pytest.ini_options]\n'''\n").unwrap();
+        assert_eq!(find_rootdir(&root.join("tests/sub")), root, "a string that holds the table's name");
+        std::fs::write(root.join("tests/sub/pyproject.toml"), "[tool.pytest]\naddopts = ['-q']\n").unwrap();
+        assert_eq!(find_rootdir(&root.join("tests/sub")), root.join("tests/sub"), "pytest 9's [tool.pytest]");
+        std::fs::remove_file(root.join("tests/sub/pyproject.toml")).unwrap();
         std::fs::write(root.join("tests/tox.ini"), "[tox]\n").unwrap();
         assert_eq!(find_rootdir(&root.join("tests/sub")), root, "tox.ini without [pytest] does not count");
         std::fs::write(root.join("tests/pytest.ini"), "[pytest]\n").unwrap();

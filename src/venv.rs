@@ -239,10 +239,8 @@ pub fn ini_develop_eggs(root: &Path) -> Vec<String> {
             return ini_value(&t, section, "cloud_develop_eggs");
         }
     }
-    if let Some(t) = read("pyproject.toml") {
-        if t.lines().any(|l| l.trim() == "[tool.pytest.ini_options]") {
-            return toml_value(&t, "[tool.pytest.ini_options]", "cloud_develop_eggs");
-        }
+    if let Some(options) = crate::project::pyproject_pytest_options(root) {
+        return toml_words(options.get("cloud_develop_eggs"));
     }
     for (file, section) in [("tox.ini", "[pytest]"), ("setup.cfg", "[tool:pytest]")] {
         if let Some(t) = read(file) {
@@ -287,43 +285,13 @@ pub fn ini_value(text: &str, section: &str, key: &str) -> Vec<String> {
     words
 }
 
-/// A TOML key in a table: a string (split on whitespace) or an array of strings, possibly
-/// over several lines. Enough for this one key; not a TOML parser.
-pub fn toml_value(text: &str, table: &str, key: &str) -> Vec<String> {
-    let mut in_table = false;
-    let mut value = String::new();
-    let mut open = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if open {
-            value.push(' ');
-            value.push_str(t);
-            if t.contains(']') {
-                break;
-            }
-            continue;
-        }
-        if t.starts_with('[') {
-            in_table = t == table;
-            continue;
-        }
-        if in_table {
-            if let Some((k, v)) = t.split_once('=') {
-                if k.trim() == key {
-                    value = v.trim().to_string();
-                    open = value.starts_with('[') && !value.contains(']');
-                    if !open {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    let quoted: Vec<String> = value.split(['"', '\'']).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s.to_string()).collect();
-    if value.starts_with('[') {
-        quoted
-    } else {
-        quoted.iter().flat_map(|s| s.split_whitespace().map(String::from)).collect()
+/// An ini option's TOML value as pytest reads it: a string is split on whitespace, an array
+/// gives its strings; anything else (absent, a number) gives nothing.
+pub fn toml_words(value: Option<&toml::Value>) -> Vec<String> {
+    match value {
+        Some(toml::Value::String(s)) => s.split_whitespace().map(String::from).collect(),
+        Some(toml::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -376,9 +344,17 @@ mod tests {
         let ini = "[pytest]\naddopts = -q\ncloud_develop_eggs = libs/a\n    libs/b libs/c\n  # comment\nother = 1\n";
         assert_eq!(ini_value(ini, "[pytest]", "cloud_develop_eggs"), ["libs/a", "libs/b", "libs/c"]);
         assert!(ini_value("[tox]\ncloud_develop_eggs = x\n", "[pytest]", "cloud_develop_eggs").is_empty());
-        let toml = "[project]\nname='x'\n[tool.pytest.ini_options]\ncloud_develop_eggs = [\n  \"libs/a\",\n  'libs/b',\n]\n";
-        assert_eq!(toml_value(toml, "[tool.pytest.ini_options]", "cloud_develop_eggs"), ["libs/a", "libs/b"]);
-        assert_eq!(toml_value("[tool.pytest.ini_options]\ncloud_develop_eggs = \"a b\"\n", "[tool.pytest.ini_options]", "cloud_develop_eggs"), ["a", "b"]);
+        let t = tempfile::tempdir().unwrap();
+        let eggs_from = |text: &str| {
+            std::fs::write(t.path().join("pyproject.toml"), text).unwrap();
+            ini_develop_eggs(t.path())
+        };
+        assert_eq!(eggs_from("[project]\nname='x'\n[tool.pytest.ini_options]\ncloud_develop_eggs = [\n  \"libs/a\",\n  'libs/b', # a comment ]\n]\n"), ["libs/a", "libs/b"]);
+        assert_eq!(eggs_from("[tool.pytest.ini_options]\ncloud_develop_eggs = \"a b\"\n"), ["a", "b"]);
+        // What line matching got wrong: a dotted key, and the table's name inside a string.
+        assert_eq!(eggs_from("tool.pytest.ini_options.cloud_develop_eggs = [\"d\"]\n"), ["d"]);
+        assert!(eggs_from("[project]\ndescription = \"\"\"\n[tool.pytest.ini_options]\ncloud_develop_eggs = 'x'\n\"\"\"\n").is_empty());
+        std::fs::remove_file(t.path().join("pyproject.toml")).unwrap();
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("setup.cfg"), "[tool:pytest]\ncloud_develop_eggs = e\n").unwrap();
         assert_eq!(ini_develop_eggs(t.path()), ["e"]);
