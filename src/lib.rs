@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod engine;
+pub mod envsupply;
 pub mod error;
 pub mod interp;
 pub mod interrupt;
