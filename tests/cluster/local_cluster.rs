@@ -97,6 +97,8 @@ fn help_describes_every_command() {
         "hang NAME",
         "refuse NAME",
         "connections NODE",
+        "offline NODE",
+        "online NODE",
     ] {
         assert!(help.contains(word), "--help lacks {word:?}:\n{help}");
     }
@@ -553,4 +555,56 @@ fn failed_up_names_the_node_shows_its_log_and_cleans_up() {
         live_processes_mentioning(&format!("{}/", dir.path().display())),
         Vec::<String>::new()
     );
+}
+
+/// What `python3 -c` prints on the node when it tries a TCP connection to `host`:`port`
+/// (`connected`, or the exception's class name).
+fn node_connect(cluster: &Cluster, alias: &str, host: &str, port: u16) -> String {
+    let code = format!(
+        "import socket\ntry:\n    socket.create_connection(({host:?}, {port}), 5).close()\n    print('connected')\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    );
+    let out = cluster.ssh(alias, &format!("python3 -c {}", shell_words::quote(&code)));
+    assert!(out.status.success(), "ssh {alias} failed: {}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn offline_cuts_the_node_user_off_all_but_loopback_and_online_restores_it() {
+    if !is_root() || Command::new("iptables").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "offline needs root and iptables (scripts/install-deps installs it)");
+        eprintln!("SKIPPED: offline needs root and iptables");
+        return;
+    }
+    // An address of PyPI resolved here (the controller is online), so the node's try is a
+    // TCP connection, not only a name lookup that may fail for its own reasons.
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&("pypi.org", 443))
+        .expect("resolve pypi.org on the controller (the cluster tier uses PyPI)")
+        .find(|a| a.is_ipv4())
+        .expect("an IPv4 address of pypi.org")
+        .ip()
+        .to_string();
+    let cluster = Cluster::up(2);
+    assert_eq!(node_connect(&cluster, "node1", &addr, 443), "connected", "node1 reaches PyPI before offline");
+    cluster.offline("node1");
+    let status = cluster.status();
+    assert!(status.lines().any(|l| l.starts_with("node1 ") && l.ends_with("offline")), "status shows it:\n{status}");
+    assert!(!status.lines().any(|l| l.starts_with("node2 ") && l.contains("offline")), "{status}");
+    let cut = node_connect(&cluster, "node1", &addr, 443);
+    assert!(cut.starts_with("ConnectionRefusedError"), "offline: a TCP connection is reset at once, got {cut:?}");
+    let by_name = node_connect(&cluster, "node1", "pypi.org", 443);
+    assert_ne!(by_name, "connected", "offline: pypi.org by name is unreachable too");
+    // Loopback stays: ssh (this very call), and the node's own connection to another node's sshd.
+    let other = status_field(&cluster, "node2", 1);
+    assert_eq!(node_connect(&cluster, "node1", &other, 22), "connected", "offline keeps loopback");
+    // Only node1's user is cut off.
+    assert_eq!(node_connect(&cluster, "node2", &addr, 443), "connected", "node2 is not offline");
+    cluster.online("node1");
+    assert_eq!(node_connect(&cluster, "node1", &addr, 443), "connected", "online restores the network");
+    let tag = format!("pcc-cluster-{}-node1-offline", std::fs::read_to_string(cluster.dir().join("claim")).unwrap().trim());
+    cluster.offline("node1");
+    let rules = || String::from_utf8_lossy(&Command::new("iptables").args(["-S", "OUTPUT"]).output().unwrap().stdout).into_owned();
+    assert!(rules().contains(&tag), "offline adds tagged rules: {}", rules());
+    let mut cluster = cluster;
+    cluster.down();
+    assert!(!rules().contains(&tag), "down removes offline's rules: {}", rules());
 }

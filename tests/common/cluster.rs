@@ -151,6 +151,16 @@ impl Cluster {
         self.script(&["plug", alias]);
     }
 
+    /// The node's unix user reaches nothing but loopback (iptables owner rules; root only):
+    /// a machine with no route to the internet (no index), still reachable over ssh.
+    pub fn offline(&self, alias: &str) {
+        self.script(&["offline", alias]);
+    }
+
+    pub fn online(&self, alias: &str) {
+        self.script(&["online", alias]);
+    }
+
     /// Add alias `name` that accepts TCP but never sends an ssh banner, for `secs` seconds.
     pub fn hang(&self, name: &str, secs: u64) {
         self.script(&["hang", name, "--seconds", &secs.to_string()]);
