@@ -799,7 +799,7 @@ pub fn wheelhouse_in(cache: &Path, uv: &Path, requirements: &Path, target: &Node
                     match at {
                         Some(i) => {
                             let p = batch.remove(i);
-                            missing.push((p.name.clone(), format!("{}: no wheel for {what}: {why}", p.spec())));
+                            missing.push((p.name.clone(), no_wheel(&p, &what, &why)));
                         }
                         // Not one we can name: each pin on its own then, so one failure takes
                         // only itself out.
@@ -809,14 +809,14 @@ pub fn wheelhouse_in(cache: &Path, uv: &Path, requirements: &Path, target: &Node
                                 let t = tempfile::Builder::new().prefix(".fetch-").tempdir_in(&dir).map_err(|e| Error::io(dir.display(), e))?;
                                 match pip_download(uv, target, std::slice::from_ref(&p), t.path())? {
                                     Ok(()) => rest.push(p),
-                                    Err((_, why)) => missing.push((p.name.clone(), format!("{}: no wheel for {what}: {why}", p.spec()))),
+                                    Err((_, why)) => missing.push((p.name.clone(), no_wheel(&p, &what, &why))),
                                 }
                             }
                             batch = rest;
                         }
                         None => {
                             let p = batch.remove(0);
-                            missing.push((p.name.clone(), format!("{}: no wheel for {what}: {why}", p.spec())));
+                            missing.push((p.name.clone(), no_wheel(&p, &what, &why)));
                         }
                     }
                 }
@@ -826,6 +826,13 @@ pub fn wheelhouse_in(cache: &Path, uv: &Path, requirements: &Path, target: &Node
     files.sort();
     files.dedup();
     Ok(Wheelhouse { dir, missing, files, fetched })
+}
+
+fn no_wheel(p: &Pin, what: &str, why: &str) -> String {
+    format!(
+        "{}: no wheel for {what} ({why}); pin a version that has a wheel for it, or let the node reach an index that can build it",
+        p.spec()
+    )
 }
 
 /// One `pip download` of `pins` into `dest`. Ok(Err((package pip named, pip's reason))) when
@@ -884,7 +891,12 @@ fn pip_download(uv: &Path, target: &NodeTarget, pins: &[Pin], dest: &Path) -> Re
         let name_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))).unwrap_or(rest.len());
         Some(rest[..name_end].to_string())
     });
-    let why: Vec<&str> = err.lines().filter(|l| l.starts_with("ERROR:")).map(|l| l.trim_start_matches("ERROR:").trim()).collect();
+    let why: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("ERROR:"))
+        .map(|l| l.trim_start_matches("ERROR:").trim())
+        .filter(|l| !l.starts_with("Ignored the following"))
+        .collect();
     let why = if why.is_empty() { cmd.failure_message(&out) } else { why.join("; ") };
     Ok(Err((culprit, why)))
 }

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod envsupply;
 mod exec;
 mod isolation;
 mod launcher;
