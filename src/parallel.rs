@@ -136,11 +136,16 @@ pub fn check_installed() -> Result<()> {
     if stamp.as_ref().is_some_and(|s| s.exists()) {
         return Ok(());
     }
-    let out = Cmd::new(["parallel", "--version"]).output()?;
+    let out = Cmd::new(["parallel", "--version"]).deadline(Duration::from_secs(30)).output()?;
     if !out.stdout_str().contains("GNU parallel") {
+        let at = proc::on_path("parallel").map(|p| p.display().to_string()).unwrap_or_else(|| "on PATH".into());
+        let said = format!("{}\n{}", out.stdout_str(), String::from_utf8_lossy(&out.stderr));
+        let first = said.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("nothing");
         return Err(Error::new(
             Exit::MissingTool,
-            format!("`parallel` on PATH is not GNU parallel (moreutils ships another one). {}", proc::install_hint("parallel")),
+            format!(
+                "`parallel` at {at} is not GNU parallel (`parallel --version` printed {first:?}): moreutils (and some macOS package sets) ship a different program of that name. Install GNU parallel: Debian: apt-get install parallel (it replaces moreutils' parallel); macOS: brew install parallel."
+            ),
         ));
     }
     if let Some(s) = stamp {

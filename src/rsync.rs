@@ -187,9 +187,43 @@ pub fn usable(code: i32) -> bool {
     code == 0 || code == 24
 }
 
+/// The oldest local rsync sync works with: 3.1.0 brought `--info=progress2`, `--info=del` and
+/// `--no-inc-recursive`, all in [`rsync_options`].
+pub const MIN_LOCAL: (u32, u32) = (3, 1);
+
+/// Why `rsync --version`'s output is not an rsync sync can use, or None. macOS ships rsync
+/// 2.6.9 (up to 15.3) and then openrsync, which reports itself as "2.6.9 compatible".
+pub fn version_problem(text: &str) -> Option<String> {
+    if text.contains("openrsync") {
+        return Some("openrsync (macOS's rsync since 15.4), which speaks rsync 2.6.9's protocol and lacks --info".into());
+    }
+    let version = text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next()? == "rsync").then_some(())?;
+        let v = w.skip_while(|x| *x != "version").nth(1)?.trim_start_matches('v');
+        let mut n = v.split('.').map(|p| p.parse::<u32>().ok());
+        Some((v.to_string(), (n.next()??, n.next().flatten().unwrap_or(0))))
+    });
+    match version {
+        Some((v, n)) if n < MIN_LOCAL => Some(format!("rsync {v}, older than {}.{}", MIN_LOCAL.0, MIN_LOCAL.1)),
+        Some(_) => None,
+        None => Some(format!("not rsync (`rsync --version` printed {:?})", text.lines().next().unwrap_or("").trim())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_rsync_must_be_a_real_rsync_3_1_or_newer() {
+        assert_eq!(version_problem("rsync  version 3.2.7  protocol version 31\nCopyright"), None);
+        assert_eq!(version_problem("rsync  version v3.1.0  protocol version 31"), None);
+        assert_eq!(version_problem("rsync  version 2.6.9  protocol version 29").as_deref(), Some("rsync 2.6.9, older than 3.1"));
+        assert_eq!(version_problem("rsync  version 3.0.9  protocol version 30").as_deref(), Some("rsync 3.0.9, older than 3.1"));
+        assert!(version_problem("openrsync: protocol version 29\nrsync version 2.6.9 compatible").unwrap().starts_with("openrsync"));
+        assert!(version_problem("usage: something else").unwrap().starts_with("not rsync"));
+    }
 
     #[test]
     fn filters_protect_our_files_before_user_rules() {

@@ -301,3 +301,61 @@ fn an_unknown_cipher_is_a_usage_error_before_any_node_is_touched() {
     assert!(s.stderr.contains("--rsync-cipher \"nosuch-cipher\"") && s.stderr.contains("aes128-gcm@openssh.com"), "{}", s.stderr);
     assert!(s.stdout.is_empty());
 }
+
+/// A `sync -q` of the fixture plan with only `tools` on PATH (plus what it links in).
+fn sync_with_tools(tools: &Path) -> std::process::Output {
+    let plan = fixture_plan("pc").to_string();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"));
+    cmd.args(["sync", "-q"]).env("PATH", tools);
+    pipe(&mut cmd, plan.as_bytes())
+}
+
+fn fake_tool(dir: &Path, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn exit_72_with_macos_old_rsync_or_openrsync_naming_it() {
+    // Fake tools: macOS's rsync 2.6.9 and openrsync cannot be installed here, and what they
+    // print for --version is the fault (their output, as they print it).
+    let tools = tempfile::tempdir().unwrap();
+    for t in ["parallel", "perl", "id", "uname", "sh"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{t}"), tools.path().join(t)).unwrap();
+    }
+    for (banner, names) in [
+        ("rsync  version 2.6.9  protocol version 29\nCopyright (C) 1996-2006 by Andrew Tridgell, Wayne Davison, and others.", "rsync 2.6.9"),
+        ("openrsync: protocol version 29\nrsync version 2.6.9 compatible", "openrsync"),
+    ] {
+        let lines: Vec<String> = banner.lines().map(|l| format!("'{l}'")).collect();
+        fake_tool(tools.path(), "rsync", &format!("printf '%s\\n' {}", lines.join(" ")));
+        let out = sync_with_tools(tools.path());
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(72), "{err}");
+        assert!(err.contains(names) && err.contains("3.1") && err.contains("brew install rsync"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    // A real rsync 3.x passes this check (the run then fails later, for want of nodes).
+    std::fs::remove_file(tools.path().join("rsync")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/rsync", tools.path().join("rsync")).unwrap();
+    let out = sync_with_tools(tools.path());
+    assert!(!text(&out.stderr).contains("brew install rsync"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn exit_72_with_a_parallel_that_is_not_gnu_parallel_says_how_to_get_it() {
+    let tools = tempfile::tempdir().unwrap();
+    for t in ["rsync", "id", "uname", "sh"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{t}"), tools.path().join(t)).unwrap();
+    }
+    // moreutils' parallel knows no --version (a fake: the foreign tool is not installed here).
+    fake_tool(tools.path(), "parallel", "echo 'parallel: invalid option -- -' >&2\necho 'parallel [OPTIONS] command -- arguments' >&2\nexit 1");
+    let out = sync_with_tools(tools.path());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(72), "{err}");
+    assert!(err.contains("not GNU parallel") && err.contains("moreutils"), "{err}");
+    assert!(err.contains("brew install parallel") && err.contains("apt-get install parallel"), "{err}");
+    assert!(err.contains(&tools.path().join("parallel").display().to_string()), "names the program it ran: {err}");
+}

@@ -177,8 +177,20 @@ pub(super) fn local_hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// rsync and GNU parallel must be here before any node is touched (exit 72 otherwise).
+/// rsync 3.1+ and GNU parallel must be here before any node is touched (exit 72 otherwise,
+/// naming what is there instead: macOS ships rsync 2.6.9 or openrsync, and no GNU parallel).
 pub(super) fn check_local_tools() -> Result<()> {
-    Cmd::new(["rsync", "--version"]).output()?;
+    let out = Cmd::new(["rsync", "--version"]).deadline(Duration::from_secs(30)).output()?;
+    let text = format!("{}{}", out.stdout_str(), String::from_utf8_lossy(&out.stderr));
+    if let Some(problem) = rsync::version_problem(&text) {
+        let at = crate::proc::on_path("rsync").map(|p| p.display().to_string()).unwrap_or_else(|| "on PATH".into());
+        let (a, b) = rsync::MIN_LOCAL;
+        return Err(Error::new(
+            crate::error::Exit::MissingTool,
+            format!(
+                "`rsync` at {at} is {problem}; pytest-cloud needs rsync {a}.{b} or newer (for --info=progress2 and --no-inc-recursive). macOS: brew install rsync, then put Homebrew's bin (/opt/homebrew/bin or /usr/local/bin) before /usr/bin on PATH; Debian: apt-get install rsync."
+            ),
+        ));
+    }
     crate::parallel::check_installed()
 }
