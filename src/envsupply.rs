@@ -186,6 +186,16 @@ impl NodeTarget {
         Ok(tags)
     }
 
+    /// Whether a wheel's platform tag is one of [`pip_platforms`](Self::pip_platforms) (or,
+    /// on macOS, any macOS version for this machine: the node's version is not known).
+    pub fn fits_platform_tag(&self, tag: &str) -> bool {
+        if self.os == "darwin" {
+            let arches: &[&str] = if self.machine() == "arm64" { &["arm64", "universal2"] } else { &["x86_64", "universal2", "intel", "universal"] };
+            return tag.strip_prefix("macosx_").and_then(|r| r.splitn(3, '_').nth(2)).is_some_and(|a| arches.contains(&a));
+        }
+        self.pip_platforms().is_ok_and(|p| p.iter().any(|t| t == tag))
+    }
+
     /// pip's `--implementation` and `--abi` values: which compiled wheels load here. A
     /// free-threaded or debug build takes only wheels built for it (no abi3).
     pub fn pip_abis(&self) -> Result<(String, Vec<String>)> {
@@ -341,27 +351,30 @@ pub fn uv_version(uv: &Path) -> Result<String> {
 /// python (`$VIRTUAL_ENV/bin/uv`) or beside this binary (a `pip install uv` into the venv
 /// pytest-cloud lives in), else `uv` on PATH. Missing or too old: exit 72 with how to get it.
 pub fn controller_uv() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("PYTEST_CLOUD_UV").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
+    find_uv(
+        std::env::var_os("PYTEST_CLOUD_UV").map(PathBuf::from),
+        std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
+        std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)),
+        crate::proc::on_path("uv"),
+    )
+}
+
+/// [`controller_uv`]'s rule, with what it reads from the process given.
+fn find_uv(env_uv: Option<PathBuf>, venv: Option<PathBuf>, exe_dir: Option<PathBuf>, on_path: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = env_uv.filter(|p| !p.as_os_str().is_empty()) {
         uv_version(&p).map_err(|e| Error::new(e.exit, format!("PYTEST_CLOUD_UV: {}", e.message)))?;
         return Ok(p);
     }
     let mut looked: Vec<String> = Vec::new();
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(v) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
-        candidates.push(PathBuf::from(v).join("bin/uv"));
-    }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        candidates.push(dir.join("uv"));
-    }
-    for c in candidates {
+    let beside = [venv.filter(|v| !v.as_os_str().is_empty()).map(|v| v.join("bin/uv")), exe_dir.map(|d| d.join("uv"))];
+    for c in beside.into_iter().flatten() {
         if c.is_file() {
             uv_version(&c)?;
             return Ok(c);
         }
         looked.push(c.display().to_string());
     }
-    if let Some(p) = crate::proc::on_path("uv") {
+    if let Some(p) = on_path {
         uv_version(&p)?;
         return Ok(p);
     }
@@ -499,6 +512,16 @@ pub fn uv_for_in(cache: &Path, uv: &Path, version: &str, target: &NodeTarget) ->
     let out = install.output()?;
     if !out.status.success() {
         return Err(Error::new(Exit::Partial, format!("uv {version} for {platform} ({}): {}", target.describe(), install.failure_message(&out))));
+    }
+    // The wheel uv chose must be for the node's platform: its WHEEL tags say so.
+    let wheel_path = into.join(format!("uv-{version}.dist-info/WHEEL"));
+    let wheel = std::fs::read_to_string(&wheel_path).map_err(|e| Error::io(format!("reading {}", wheel_path.display()), e))?;
+    let tags: Vec<&str> = wheel.lines().filter_map(|l| l.strip_prefix("Tag:")).flat_map(|t| t.trim().rsplit('-').next().unwrap_or("").split('.')).collect();
+    if !tags.iter().any(|t| target.fits_platform_tag(t)) {
+        return Err(Error::new(
+            Exit::Partial,
+            format!("uv {version} for {platform}: the wheel uv chose is tagged {} and does not fit {}; nothing was cached", tags.join("."), target.describe()),
+        ));
     }
     let record_path = into.join(format!("uv-{version}.dist-info/RECORD"));
     let record = std::fs::read_to_string(&record_path).map_err(|e| Error::io(format!("reading {}", record_path.display()), e))?;
@@ -758,68 +781,62 @@ pub fn wheelhouse_in(cache: &Path, uv: &Path, requirements: &Path, target: &Node
         }
     }
     let mut fetched = Vec::new();
+    // Moves the wheels pip left in `tmp` for `batch` into place and records each pin's.
+    let mut take = |tmp: &Path, batch: &[Pin], missing: &mut Vec<(String, String)>| -> Result<()> {
+        let names: Vec<String> =
+            std::fs::read_dir(tmp).map_err(|e| Error::io(tmp.display(), e))?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        for p in batch {
+            let want = (normal_name(&p.name), normal_version(&p.version));
+            let Some(f) = names.iter().find(|f| wheel_name_version(f).as_ref() == Some(&want)).cloned() else {
+                missing.push((p.name.clone(), format!("{}: pip reported success but left no wheel of it (for {what})", p.spec())));
+                continue;
+            };
+            let hash = sha256_file(&tmp.join(&f))?;
+            if !p.hashes.is_empty() && !p.hashes.contains(&hash) {
+                missing.push((p.name.clone(), format!("{}: the wheel {f} has sha256 {hash}, which the requirements file does not list", p.spec())));
+                continue;
+            }
+            std::fs::rename(tmp.join(&f), dir.join(&f)).map_err(|e| Error::io(format!("moving {f} into {}", dir.display()), e))?;
+            write_atomic(&pin_file(p), format!("{f}\n").as_bytes())?;
+            fetched.push(f.clone());
+            files.push(f);
+        }
+        Ok(())
+    };
+    let fetch_dir = || {
+        tempfile::Builder::new().prefix(".fetch-").tempdir_in(&dir).map_err(|e| Error::io(format!("creating a directory in {}", dir.display()), e))
+    };
     // pip's --require-hashes is all or nothing per run: pins with hashes and pins without go
     // in separate runs.
     let (hashed, plain): (Vec<Pin>, Vec<Pin>) = todo.into_iter().partition(|p| !p.hashes.is_empty());
-    for batch in [hashed, plain] {
-        let mut batch = batch;
+    for mut batch in [hashed, plain] {
         while !batch.is_empty() {
-            let tmp = tempfile::Builder::new()
-                .prefix(".fetch-")
-                .tempdir_in(&dir)
-                .map_err(|e| Error::io(format!("creating a directory in {}", dir.display()), e))?;
-            let out = pip_download(uv, target, &batch, tmp.path())?;
-            match out {
+            let tmp = fetch_dir()?;
+            match pip_download(uv, target, &batch, tmp.path())? {
                 Ok(()) => {
-                    for p in &batch {
-                        let want = (normal_name(&p.name), normal_version(&p.version));
-                        let got = std::fs::read_dir(tmp.path())
-                            .map_err(|e| Error::io(tmp.path().display(), e))?
-                            .flatten()
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .find(|f| wheel_name_version(f).as_ref() == Some(&want));
-                        let Some(f) = got else {
-                            missing.push((p.name.clone(), format!("{}: pip reported success but left no wheel of it (for {what})", p.spec())));
-                            continue;
-                        };
-                        let hash = sha256_file(&tmp.path().join(&f))?;
-                        if !p.hashes.is_empty() && !p.hashes.contains(&hash) {
-                            missing.push((p.name.clone(), format!("{}: the wheel {f} has sha256 {hash}, which the requirements file does not list", p.spec())));
-                            continue;
-                        }
-                        std::fs::rename(tmp.path().join(&f), dir.join(&f)).map_err(|e| Error::io(format!("moving {f} into {}", dir.display()), e))?;
-                        write_atomic(&pin_file(p), format!("{f}\n").as_bytes())?;
-                        fetched.push(f.clone());
-                        files.push(f);
-                    }
+                    take(tmp.path(), &batch, &mut missing)?;
                     batch.clear();
                 }
-                Err((culprit, why)) => {
-                    let at = culprit.and_then(|c| batch.iter().position(|p| normal_name(&p.name) == normal_name(&c)));
-                    match at {
-                        Some(i) => {
-                            let p = batch.remove(i);
-                            missing.push((p.name.clone(), no_wheel(&p, &what, &why)));
-                        }
-                        // Not one we can name: each pin on its own then, so one failure takes
-                        // only itself out.
-                        None if batch.len() > 1 => {
-                            let mut rest = Vec::new();
-                            for p in batch.drain(..) {
-                                let t = tempfile::Builder::new().prefix(".fetch-").tempdir_in(&dir).map_err(|e| Error::io(dir.display(), e))?;
-                                match pip_download(uv, target, std::slice::from_ref(&p), t.path())? {
-                                    Ok(()) => rest.push(p),
-                                    Err((_, why)) => missing.push((p.name.clone(), no_wheel(&p, &what, &why))),
-                                }
+                Err((culprit, why)) => match culprit.and_then(|c| batch.iter().position(|p| normal_name(&p.name) == normal_name(&c))) {
+                    // pip stops at the first pin it cannot satisfy: that one out, the rest again.
+                    Some(i) => {
+                        let p = batch.remove(i);
+                        missing.push((p.name.clone(), no_wheel(&p, &what, &why)));
+                    }
+                    // Not one pip named (a hash mismatch, the index unreachable): each pin on
+                    // its own, so a failure takes only itself out.
+                    None => {
+                        for p in std::mem::take(&mut batch) {
+                            let one = std::slice::from_ref(&p);
+                            let t = fetch_dir()?;
+                            match pip_download(uv, target, one, t.path())? {
+                                Ok(()) => take(t.path(), one, &mut missing)?,
+                                Err((Some(_), why)) => missing.push((p.name.clone(), no_wheel(&p, &what, &why))),
+                                Err((None, why)) => missing.push((p.name.clone(), format!("{}: could not be fetched for {what}: {why}", p.spec()))),
                             }
-                            batch = rest;
-                        }
-                        None => {
-                            let p = batch.remove(0);
-                            missing.push((p.name.clone(), no_wheel(&p, &what, &why)));
                         }
                     }
-                }
+                },
             }
         }
     }
@@ -991,6 +1008,17 @@ mod tests {
     }
 
     #[test]
+    fn a_wheels_platform_tag_fits_or_not() {
+        let linux = t("linux", "x86_64", "glibc 2.36");
+        assert!(linux.fits_platform_tag("manylinux_2_17_x86_64") && linux.fits_platform_tag("manylinux2014_x86_64"));
+        assert!(!linux.fits_platform_tag("manylinux_2_39_x86_64"), "newer than the node's glibc");
+        assert!(!linux.fits_platform_tag("manylinux_2_17_aarch64") && !linux.fits_platform_tag("musllinux_1_1_x86_64"));
+        let mac = t("darwin", "arm64", "");
+        assert!(mac.fits_platform_tag("macosx_11_0_arm64") && mac.fits_platform_tag("macosx_10_9_universal2"));
+        assert!(!mac.fits_platform_tag("macosx_10_12_x86_64") && !mac.fits_platform_tag("manylinux_2_17_x86_64"));
+    }
+
+    #[test]
     fn pip_abis_follow_the_build() {
         assert_eq!(t("linux", "x86_64", "glibc 2.36").pip_abis().unwrap(), ("cp".to_string(), vec!["cp311".into(), "abi3".into(), "none".into()]));
         let mut ft = t("linux", "x86_64", "glibc 2.36");
@@ -1033,6 +1061,48 @@ mod tests {
         assert_eq!(parse_uv_version("uv 0.4.0 (a1b2c3d 2024-08-20)").as_deref(), Some("0.4.0"));
         assert_eq!(parse_uv_version("rsync  version 3.2.7").as_deref(), None);
         assert!(parse_version("0.6.14").unwrap() < MIN_UV && parse_version("0.13.9").unwrap() > MIN_UV);
+    }
+
+    fn fake_uv(dir: &Path, banner: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("uv");
+        std::fs::write(&p, format!("#!/bin/sh\necho '{banner}'\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn controller_uv_looks_at_the_variable_then_beside_the_venv_and_the_binary_then_path() {
+        // Fake uvs (shell scripts printing a banner): which one is found is the point, and an
+        // old uv cannot be installed here on demand.
+        let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir(a.path().join("bin")).unwrap();
+        let in_venv = fake_uv(&a.path().join("bin"), "uv 0.13.9 (x86_64-unknown-linux-gnu)");
+        let beside_exe = fake_uv(b.path(), "uv 0.7.0");
+        let on_path = fake_uv(c.path(), "uv 0.8.0");
+        let some = |p: &Path| Some(p.to_path_buf());
+        assert_eq!(find_uv(some(&on_path), some(a.path()), some(b.path()), None).unwrap(), on_path, "the variable wins");
+        assert_eq!(find_uv(None, some(a.path()), some(b.path()), some(&on_path)).unwrap(), in_venv);
+        assert_eq!(find_uv(None, None, some(b.path()), some(&on_path)).unwrap(), beside_exe);
+        assert_eq!(find_uv(None, Some(PathBuf::new()), some(c.path().join("nothing").as_path()), some(&on_path)).unwrap(), on_path);
+        let e = find_uv(None, None, some(c.path().join("nothing").as_path()), None).unwrap_err();
+        assert_eq!(e.exit, Exit::MissingTool);
+        assert!(e.message.contains("pip install uv") && e.message.contains("0.6.15") && e.message.contains("PATH"), "{}", e.message);
+        let e = find_uv(Some(c.path().join("missing-uv")), None, None, some(&on_path)).unwrap_err();
+        assert!(e.exit == Exit::MissingTool && e.message.starts_with("PYTEST_CLOUD_UV: "), "a set variable is not silently passed over: {}", e.message);
+    }
+
+    #[test]
+    fn a_uv_older_than_the_minimum_or_not_uv_is_refused_with_exit_72() {
+        let d = tempfile::tempdir().unwrap();
+        let old = fake_uv(d.path(), "uv 0.6.14 (a1b2c3d 2025-04-16)");
+        let e = uv_version(&old).unwrap_err();
+        assert_eq!(e.exit, Exit::MissingTool);
+        assert!(e.message.contains("0.6.14") && e.message.contains("older than 0.6.15") && e.message.contains("pip install -U uv"), "{}", e.message);
+        let other = fake_uv(d.path(), "rsync  version 3.2.7");
+        let e = uv_version(&other).unwrap_err();
+        assert!(e.exit == Exit::MissingTool && e.message.contains("is not uv"), "{}", e.message);
+        assert_eq!(uv_version(&fake_uv(d.path(), "uv 0.6.15")).unwrap(), "0.6.15");
     }
 
     #[test]

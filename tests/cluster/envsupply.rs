@@ -157,3 +157,42 @@ fn a_wheelhouse_installs_on_an_offline_node_and_names_what_has_no_wheel() {
     let listed = ok(cluster.ssh("node1", "send/env/bin/python -m pip --version >/dev/null 2>&1; UV_NO_CONFIG=1 send/uv pip list --python send/env/bin/python"), "uv pip list");
     assert!(!listed.to_lowercase().contains("colorama"), "{listed}");
 }
+
+/// The binary format and machine of an executable: ("ELF", e_machine) or ("Mach-O", cputype).
+fn executable_kind(path: &Path) -> (&'static str, u32) {
+    let b = std::fs::read(path).unwrap();
+    match &b[..4] {
+        [0x7f, b'E', b'L', b'F'] => ("ELF", u16::from_le_bytes([b[18], b[19]]) as u32),
+        [0xcf, 0xfa, 0xed, 0xfe] => ("Mach-O", u32::from_le_bytes([b[4], b[5], b[6], b[7]])),
+        other => panic!("{}: not an executable ({other:?})", path.display()),
+    }
+}
+
+#[test]
+fn uv_for_another_platform_is_that_platforms_binary() {
+    // In the cluster tier for its downloads (no node is needed): a macOS laptop driving Linux
+    // nodes is this in reverse, the same code.
+    let Some(uv) = controller_uv() else { return };
+    let version = envsupply::uv_version(&uv).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let target = |os: &str, machine: &str, libc: &str| NodeTarget {
+        implementation: "cpython".into(),
+        version: "3.12.1".into(),
+        abiflags: String::new(),
+        os: os.into(),
+        machine: machine.into(),
+        libc: libc.into(),
+    };
+    const EM_X86_64: u32 = 62;
+    const EM_AARCH64: u32 = 183;
+    const CPU_TYPE_ARM64: u32 = 0x0100_000c;
+    for (t, want) in [
+        (target("darwin", "arm64", ""), ("Mach-O", CPU_TYPE_ARM64)),
+        (target("linux", "aarch64", "glibc 2.36"), ("ELF", EM_AARCH64)),
+        (target("linux", "x86_64", "musl 1.2.4"), ("ELF", EM_X86_64)),
+    ] {
+        let got = envsupply::uv_for_in(cache.path(), &uv, &version, &t).unwrap_or_else(|e| panic!("uv_for {t:?}: {}", e.message));
+        assert_eq!(executable_kind(&got.path), want, "{t:?}: {}", got.path.display());
+        assert!(got.path.to_string_lossy().contains(&t.uv_platform().unwrap()), "{}", got.path.display());
+    }
+}
