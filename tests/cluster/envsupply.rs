@@ -196,3 +196,29 @@ fn uv_for_another_platform_is_that_platforms_binary() {
         assert!(got.path.to_string_lossy().contains(&t.uv_platform().unwrap()), "{}", got.path.display());
     }
 }
+
+#[test]
+fn two_runs_fetching_the_same_uv_at_once_both_get_the_whole_binary() {
+    let Some(uv) = controller_uv() else { return };
+    let version = envsupply::uv_version(&uv).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let t = NodeTarget {
+        implementation: "cpython".into(),
+        version: "3.11.2".into(),
+        abiflags: String::new(),
+        os: "linux".into(),
+        machine: "x86_64".into(),
+        libc: "glibc 2.36".into(),
+    };
+    let got: Vec<envsupply::LocalUv> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2).map(|_| s.spawn(|| envsupply::uv_for_in(cache.path(), &uv, &version, &t))).collect();
+        runs.into_iter().map(|r| r.join().unwrap().unwrap_or_else(|e| panic!("{}", e.message))).collect()
+    });
+    assert_eq!(got[0], got[1]);
+    assert_eq!(envsupply::sha256_file(&got[0].path).unwrap(), got[0].sha256, "the file in place is whole");
+    let names: Vec<String> =
+        std::fs::read_dir(got[0].path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["uv", "uv.sha256"], "no temporary file is left");
+}
