@@ -399,6 +399,13 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Device, inode, size and change time of a file: what any change to it changes.
+fn file_identity(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!("{} {} {} {}.{:09}", m.dev(), m.ino(), m.size(), m.ctime(), m.ctime_nsec()))
+}
+
 /// A wheel RECORD's hash form: URL-safe base64 without padding (PEP 376/427), of hex input.
 fn record_hash(hex: &str) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -448,8 +455,19 @@ pub fn uv_for_in(cache: &Path, uv: &Path, version: &str, target: &NodeTarget) ->
     let bin = dir.join("uv");
     let sum_file = dir.join("uv.sha256");
     if let (true, Ok(recorded)) = (bin.is_file(), std::fs::read_to_string(&sum_file)) {
+        let mut lines = recorded.lines();
+        let (sum, seen) = (lines.next().unwrap_or("").trim().to_string(), lines.next().map(str::trim));
+        // Hashing 28 MB on every run costs more than the rest of the check: a binary whose
+        // identity (inode, size, change time) is the one recorded when it was last hashed is
+        // the same file; any rewrite, replacement or chmod changes it, and then it is hashed.
+        if seen.is_some() && seen == file_identity(&bin).as_deref() {
+            return Ok(LocalUv { path: bin, version: version.to_string(), sha256: sum });
+        }
         let actual = sha256_file(&bin)?;
-        if actual == recorded.trim() {
+        if actual == sum {
+            if let Some(id) = file_identity(&bin) {
+                let _ = write_atomic(&sum_file, format!("{actual}\n{id}\n").as_bytes());
+            }
             return Ok(LocalUv { path: bin, version: version.to_string(), sha256: actual });
         }
     }
@@ -544,6 +562,9 @@ pub fn uv_for_in(cache: &Path, uv: &Path, version: &str, target: &NodeTarget) ->
     // trusts a mismatch.
     write_atomic(&sum_file, format!("{actual}\n").as_bytes())?;
     std::fs::rename(&unpacked, &bin).map_err(|e| Error::io(format!("moving the uv binary to {}", bin.display()), e))?;
+    if let Some(id) = file_identity(&bin) {
+        write_atomic(&sum_file, format!("{actual}\n{id}\n").as_bytes())?;
+    }
     Ok(LocalUv { path: bin, version: version.to_string(), sha256: actual })
 }
 
@@ -1172,9 +1193,12 @@ mod tests {
         // A fetching uv that does not exist: only the cache can answer.
         let got = uv_for_in(cache.path(), Path::new("/nonexistent/uv"), "0.13.9", &target).unwrap();
         assert_eq!(got, LocalUv { path: dir.join("uv"), version: "0.13.9".into(), sha256: sum });
-        // A binary changed behind our back is not trusted: it is fetched again (and here that
-        // fails, because there is no uv to fetch with).
-        std::fs::write(dir.join("uv"), b"tampered").unwrap();
+        let recorded = std::fs::read_to_string(dir.join("uv.sha256")).unwrap();
+        assert_eq!(recorded.lines().count(), 2, "the verified file's identity is recorded: {recorded:?}");
+        assert_eq!(uv_for_in(cache.path(), Path::new("/nonexistent/uv"), "0.13.9", &target).unwrap(), got, "and then trusted");
+        // A binary changed behind our back (even to the same size) is not trusted: it is
+        // hashed, found wrong and fetched again (here that fails: there is no uv to fetch with).
+        std::fs::write(dir.join("uv"), b"not really UV").unwrap();
         let err = uv_for_in(cache.path(), Path::new("/nonexistent/uv"), "0.13.9", &target).unwrap_err();
         assert_eq!(err.exit, Exit::MissingTool, "{}", err.message);
     }
