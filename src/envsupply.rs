@@ -495,6 +495,9 @@ pub fn uv_for_in(cache: &Path, uv: &Path, version: &str, target: &NodeTarget) ->
     ])
     .stdin(format!("uv=={version}\n"))
     .env("UV_NO_CONFIG", "1")
+    // In our temporary directory: a project's `.python-version` or `uv.toml` in the
+    // caller's working directory must not choose the interpreter or the index.
+    .dir(tmp.path())
     .deadline(FETCH_DEADLINE);
     let out = compile.output()?;
     if !out.status.success() {
@@ -526,6 +529,9 @@ pub fn uv_for_in(cache: &Path, uv: &Path, version: &str, target: &NodeTarget) ->
         req.into(),
     ])
     .env("UV_NO_CONFIG", "1")
+    // In our temporary directory: a project's `.python-version` or `uv.toml` in the
+    // caller's working directory must not choose the interpreter or the index.
+    .dir(tmp.path())
     .deadline(FETCH_DEADLINE);
     let out = install.output()?;
     if !out.status.success() {
@@ -733,14 +739,15 @@ fn markers_hold(cache_dir: &Path, uv: &Path, target: &NodeTarget, markers: &[Str
         return Ok(out.into_iter().map(|o| o.unwrap_or(true)).collect());
     }
     let doc = serde_json::json!({"env": target.marker_env(), "markers": todo});
-    let cmd = python_with_pip(uv, vec!["-I".into(), "-c".into(), MARKER_CODE.into()]).stdin(doc.to_string());
+    mkdirs(&dir)?;
+    // Run in the cache: a `.python-version` in the caller's project must not pick the Python.
+    let cmd = python_with_pip(uv, vec!["-I".into(), "-c".into(), MARKER_CODE.into()]).stdin(doc.to_string()).dir(&dir);
     let res = cmd.output()?;
     if !res.status.success() {
         return Err(Error::new(Exit::BadInput, format!("evaluating the requirements' markers: {}", cmd.failure_message(&res))));
     }
     let verdicts: Vec<bool> = serde_json::from_slice(&res.stdout)
         .map_err(|e| Error::internal(format!("the marker evaluation printed {:?}: {e}", res.stdout_str())))?;
-    mkdirs(&dir)?;
     let mut it = verdicts.into_iter();
     for (m, o) in markers.iter().zip(out.iter_mut()) {
         if o.is_none() {
