@@ -222,3 +222,26 @@ fn two_runs_fetching_the_same_uv_at_once_both_get_the_whole_binary() {
     names.sort();
     assert_eq!(names, ["uv", "uv.sha256"], "no temporary file is left");
 }
+
+#[test]
+fn a_wheelhouse_for_another_platform_holds_that_platforms_wheels() {
+    // A Linux controller and a macOS arm64 node with CPython 3.12 (a macOS laptop driving
+    // Linux nodes is the same code the other way round).
+    let Some(uv) = controller_uv() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let reqs = cache.path().join("requirements.txt");
+    std::fs::write(&reqs, "msgpack==1.1.0\niniconfig==2.0.0\n").unwrap();
+    let mac = NodeTarget {
+        implementation: "cpython".into(),
+        version: "3.12.1".into(),
+        abiflags: String::new(),
+        os: "darwin".into(),
+        machine: "arm64".into(),
+        libc: String::new(),
+    };
+    let wh = envsupply::wheelhouse_in(cache.path(), &uv, &reqs, &mac).unwrap_or_else(|e| panic!("{}", e.message));
+    assert!(wh.missing.is_empty(), "{:?}", wh.missing);
+    let msgpack = wh.files.iter().find(|f| f.starts_with("msgpack-")).unwrap_or_else(|| panic!("{:?}", wh.files));
+    assert!(msgpack.contains("-cp312-cp312-macosx_") && (msgpack.contains("arm64") || msgpack.contains("universal2")), "{msgpack}");
+    assert!(wh.dir.ends_with("cp312-darwin-arm64"), "{}", wh.dir.display());
+}
