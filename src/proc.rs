@@ -61,6 +61,58 @@ impl Output {
     }
 }
 
+/// After a kill, how long the child gets to be reaped and its pipes to drain.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// A child's stdout and stderr, each read to EOF on its own thread into a shared buffer, so
+/// a chatty child never blocks and a killed one's text is kept.
+struct Captured {
+    bufs: [std::sync::Arc<std::sync::Mutex<Vec<u8>>>; 2],
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Captured {
+    fn start(out: std::io::PipeReader, err: std::io::PipeReader) -> Captured {
+        use std::io::Read;
+        use std::sync::{Arc, Mutex};
+        let (tx, done) = std::sync::mpsc::channel();
+        let bufs = [Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new()))];
+        for (mut r, buf) in [(out, Arc::clone(&bufs[0])), (err, Arc::clone(&bufs[1]))] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    match r.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => buf.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    }
+                }
+                let _ = tx.send(());
+            });
+        }
+        Captured { bufs, done }
+    }
+
+    /// What both streams held once they ended, or at `until`; and whether both ended.
+    fn collect(self, until: Option<Instant>) -> (Vec<u8>, Vec<u8>, bool) {
+        let mut ended = 0;
+        while ended < 2 {
+            let got = match until {
+                None => self.done.recv().is_ok(),
+                Some(u) => self.done.recv_timeout(u.saturating_duration_since(Instant::now())).is_ok(),
+            };
+            if !got {
+                break;
+            }
+            ended += 1;
+        }
+        let take = |b: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap_or_else(|p| p.into_inner()));
+        (take(&self.bufs[0]), take(&self.bufs[1]), ended == 2)
+    }
+}
+
 impl Cmd {
     pub fn new<I, S>(argv: I) -> Self
     where
@@ -97,11 +149,10 @@ impl Cmd {
         self.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
-    fn expression(&self) -> duct::Expression {
-        self.expression_with(None)
-    }
-
-    fn expression_with(&self, pipe: Option<std::io::PipeReader>) -> duct::Expression {
+    /// Starts the child with its stdout and stderr read by our own threads (not duct's
+    /// capture), so that what a child wrote is still ours when it is killed at its deadline,
+    /// even while something it started holds the pipes open.
+    fn start(&self, pipe: Option<std::io::PipeReader>) -> Result<(duct::Handle, Captured), Error> {
         let mut e = duct::cmd(&self.argv[0], &self.argv[1..]);
         e = match (pipe, &self.stdin) {
             (Some(p), _) => e.stdin_file(p),
@@ -114,75 +165,73 @@ impl Cmd {
         if let Some(d) = &self.dir {
             e = e.dir(d);
         }
-        e.stdout_capture().stderr_capture().unchecked()
+        let (out_r, out_w) = std::io::pipe().map_err(|e| self.start_error(e))?;
+        let (err_r, err_w) = std::io::pipe().map_err(|e| self.start_error(e))?;
+        // The expression (holding our write ends) is dropped here, so only the child holds
+        // them: the readers see EOF when it (and whatever it started) closes them.
+        let handle = e.stdout_file(out_w).stderr_file(err_w).unchecked().start().map_err(|e| self.start_error(e))?;
+        Ok((handle, Captured::start(out_r, err_r)))
     }
 
-    /// Runs to completion (or the deadline) and returns whatever status it ended with.
-    /// Only a failure to start is an `Err`.
+    /// Runs to completion (or the deadline) and returns whatever status it ended with, with
+    /// what it wrote (also when it was killed at the deadline). Only a failure to start is an
+    /// `Err`.
     pub fn output(&self) -> Result<Output, Error> {
-        let start = Instant::now();
-        let handle = self.expression().start().map_err(|e| self.start_error(e))?;
-        let out = match self.deadline {
-            None => handle.wait().map_err(|e| self.start_error(e))?.clone(),
-            Some(limit) => loop {
-                if let Some(out) = handle.try_wait().map_err(|e| self.start_error(e))? {
-                    break out.clone();
-                }
-                if start.elapsed() >= limit {
-                    // kill() sends SIGKILL and reaps the child; duct's reader threads end
-                    // with the pipes.
-                    let _ = handle.kill();
-                    return Ok(Output {
-                        status: Status::TimedOut,
-                        stdout: Vec::new(),
-                        stderr: Vec::new(),
-                        elapsed: start.elapsed(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            },
-        };
-        Ok(Output {
-            status: status_of(&out.status),
-            stdout: out.stdout,
-            stderr: out.stderr,
-            elapsed: start.elapsed(),
-        })
+        self.run(None, Duration::MAX, &mut |_| {})
     }
 
     /// Like [`output`](Self::output), but calls `tick` with the child's pids about every `every`
     /// while it runs: to read progress from files the child writes, or to pass an interrupt on.
     /// The deadline still applies.
     pub fn output_polling(&self, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
-        self.polling(self.expression(), every, tick)
+        self.run(None, every, tick)
     }
 
     /// Like [`output_polling`](Self::output_polling), with the child's stdin read from `input`:
     /// the read end of a pipe whose write end the caller feeds (from another thread) and then
     /// drops, which is the child's end of input.
     pub fn output_polling_from(&self, input: std::io::PipeReader, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
-        self.polling(self.expression_with(Some(input)), every, tick)
+        self.run(Some(input), every, tick)
     }
 
-    fn polling(&self, expression: duct::Expression, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
+    /// Blocks in duct's `wait_deadline` until the child ends, the next tick or the deadline,
+    /// whichever comes first (no sleep loop).
+    fn run(&self, input: Option<std::io::PipeReader>, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
         let start = Instant::now();
-        let handle = expression.start().map_err(|e| self.start_error(e))?;
-        let mut last_tick = Instant::now();
-        let out = loop {
-            if let Some(out) = handle.try_wait().map_err(|e| self.start_error(e))? {
-                break out.clone();
+        let until = self.deadline.and_then(|d| start.checked_add(d));
+        let (handle, captured) = self.start(input)?;
+        let mut next_tick = start.checked_add(every);
+        loop {
+            let wake = match (until, next_tick) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let ended = match wake {
+                None => Some(handle.wait().map_err(|e| self.start_error(e))?.status),
+                Some(w) => handle.wait_deadline(w).map_err(|e| self.start_error(e))?.map(|o| o.status),
+            };
+            if let Some(status) = ended {
+                // The child is gone; its output ends when everything it started closed the
+                // pipes too, which the deadline still bounds.
+                let (stdout, stderr, complete) = captured.collect(until);
+                let status = if complete { status_of(&status) } else { Status::TimedOut };
+                return Ok(Output { status, stdout, stderr, elapsed: start.elapsed() });
             }
-            if self.deadline.is_some_and(|limit| start.elapsed() >= limit) {
+            let now = Instant::now();
+            if until.is_some_and(|u| now >= u) {
+                // SIGKILL to the child, then a moment for it to be reaped and for the readers
+                // to take in what is still in the pipes.
                 let _ = handle.kill();
-                return Ok(Output { status: Status::TimedOut, stdout: Vec::new(), stderr: Vec::new(), elapsed: start.elapsed() });
+                let grace = now + KILL_GRACE;
+                let _ = handle.wait_deadline(grace);
+                let (stdout, stderr, _) = captured.collect(Some(grace));
+                return Ok(Output { status: Status::TimedOut, stdout, stderr, elapsed: start.elapsed() });
             }
-            if last_tick.elapsed() >= every {
+            if next_tick.is_some_and(|t| now >= t) {
                 tick(&handle.pids());
-                last_tick = Instant::now();
+                next_tick = Instant::now().checked_add(every);
             }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Ok(Output { status: status_of(&out.status), stdout: out.stdout, stderr: out.stderr, elapsed: start.elapsed() })
+        }
     }
 
     /// Runs and requires exit 0; otherwise an error naming the command, its code and stderr.
@@ -291,6 +340,27 @@ mod tests {
         let out = Cmd::new(["sleep", "30"]).deadline(Duration::from_millis(200)).output().unwrap();
         assert_eq!(out.status, Status::TimedOut);
         assert!(out.elapsed < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_timed_out_child_keeps_what_it_had_written() {
+        // A child that wrote, then hangs (exec: the shell is the sleep, our direct child).
+        let cmd = Cmd::new(["sh", "-c", "echo partial-out; echo 'ssh: said this' >&2; exec sleep 30"]).deadline(Duration::from_millis(300));
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status, Status::TimedOut);
+        assert_eq!(out.stdout_str(), "partial-out\n");
+        assert_eq!(out.stderr_trimmed(), "ssh: said this");
+        assert!(cmd.failure_message(&out).contains("ssh: said this"), "{}", cmd.failure_message(&out));
+        // Also when a grandchild keeps the pipes open after the child was killed.
+        let out = Cmd::new(["sh", "-c", "echo before-hang >&2; sleep 30; true"]).deadline(Duration::from_millis(300)).output().unwrap();
+        assert_eq!((out.status, out.stderr_trimmed()), (Status::TimedOut, "before-hang".to_string()));
+        let mut ticks = 0;
+        let out = Cmd::new(["sh", "-c", "echo polled >&2; exec sleep 30"])
+            .deadline(Duration::from_millis(300))
+            .output_polling(Duration::from_millis(20), &mut |_| ticks += 1)
+            .unwrap();
+        assert_eq!((out.status, out.stderr_trimmed()), (Status::TimedOut, "polled".to_string()));
+        assert!(ticks > 0);
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Reply {
 
 /// A timed-out step's message with what ssh or the script had said by then, so the user sees
 /// more than "no answer".
-fn with_output(what: &str, out: &Output) -> String {
+pub fn with_output(what: &str, out: &Output) -> String {
     let said = out.stderr_trimmed();
     if said.is_empty() { what.to_string() } else { format!("{what}; it had said: {said}") }
 }

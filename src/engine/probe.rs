@@ -80,7 +80,8 @@ fn probe_one(config: &std::path::Path, d: &Destination, pythons: &[String], dead
     let stderr = out.stderr_trimmed();
     match out.status {
         Status::TimedOut => {
-            return Ok(error(ErrorKind::Timeout, format!("no answer within the {}s probe deadline; ssh was killed", deadline.as_secs())));
+            let what = format!("no answer within the {}s probe deadline; ssh was killed", deadline.as_secs());
+            return Ok(error(ErrorKind::Timeout, remote::with_output(&what, &out)));
         }
         Status::Exited(255) => return Ok(error(remote::classify_ssh_error(&stderr), stderr)),
         _ => {}

@@ -309,7 +309,8 @@ fn open_connections(jobs: &[Job], config: &Path, settings: &SshSettings) -> Resu
                         Some(unreachable(Some(255), msg))
                     }
                     Status::TimedOut => {
-                        Some(unreachable(None, format!("no connection within {}s; ssh was killed", deadline.as_secs())))
+                        let what = format!("no connection within {}s; ssh was killed", deadline.as_secs());
+                        Some(unreachable(None, crate::remote::with_output(&what, &out)))
                     }
                     // Anything else is the node's shell answering: connected.
                     _ => None,
