@@ -34,9 +34,7 @@ pub fn requested() -> bool {
 
 /// Passes the interrupt on to child processes (by pid), best effort.
 pub fn forward(pids: &[u32]) {
-    for pid in pids {
-        let _ = crate::proc::Cmd::new(["kill", "-INT", &pid.to_string()])
-            .deadline(std::time::Duration::from_secs(2))
-            .output();
+    for &pid in pids {
+        crate::machine::interrupt(pid);
     }
 }

@@ -9,6 +9,7 @@ pub mod envsupply;
 pub mod error;
 pub mod interp;
 pub mod interrupt;
+pub mod machine;
 pub mod options;
 pub mod parallel;
 pub mod proc;

@@ -4,18 +4,9 @@
 use crate::error::{Error, Result};
 use std::path::{Component, Path, PathBuf};
 
-/// The local uid, read from the kernel rather than `$USER` (which may be unset).
+/// The local uid, from the kernel (getuid) rather than `$USER` (which may be unset).
 pub fn local_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self is owned by our uid on Linux; elsewhere fall back to `id -u`.
-    if let Ok(m) = std::fs::metadata("/proc/self") {
-        return m.uid();
-    }
-    crate::proc::Cmd::new(["id", "-u"])
-        .checked()
-        .ok()
-        .and_then(|o| o.stdout_str().trim().parse().ok())
-        .unwrap_or(u32::MAX)
+    crate::machine::uid()
 }
 
 /// The local user name for the uid (`id -un` consults NSS, unlike reading /etc/passwd).

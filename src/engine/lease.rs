@@ -53,10 +53,9 @@ pub fn new_run_id() -> String {
     format!("r{}-{}-{:08x}", now.as_secs(), std::process::id(), mix)
 }
 
-/// This machine's boot id (Linux), so that "same host" also means "same boot": a pid is only
-/// meaningful within one.
+/// This machine's boot id ([`crate::machine::boot_id`]).
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    crate::machine::boot_id()
 }
 
 /// The lease's one line. `pid=0`: no process holds it (`sync` alone); only its age counts.
@@ -70,28 +69,16 @@ pub fn lease_line(run_id: &str, host: &str, pid: u32, ttl_min: u64, user: &str, 
     line.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|w| w.strip_prefix(key))
-}
-
 /// Whether the holder named by `line` is a process of this machine (same hostname and boot)
-/// that no longer exists: its run is over, whatever the lease's age.
+/// that no longer exists: its run is over, whatever the lease's age. The same rule as the
+/// node locks' ([`crate::machine::holder_gone_here`]).
 pub fn holder_gone_here(line: &str, hostname: &str) -> bool {
-    let here = boot_id();
-    match (field(line, "host="), field(line, "boot="), field(line, "pid=").and_then(|p| p.parse::<u32>().ok())) {
-        (Some(h), Some(b), Some(pid)) if pid != 0 && h == hostname && !here.is_empty() && b == here => !pid_alive(pid),
-        _ => false,
-    }
+    crate::machine::holder_gone_here(line, hostname)
 }
 
-/// A process that exists and is not a zombie (an exited pytest whose parent has not waited
-/// for it yet is over, as far as its run trees go).
+/// A process that exists and is not a zombie ([`crate::machine::pid_alive`]).
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // `pid (comm) S ...`: the state follows the last ')' (comm may hold anything).
-        Ok(stat) => !matches!(stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()), Some('Z' | 'X')),
-        Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
-    }
+    crate::machine::pid_alive(pid)
 }
 
 /// What preflight said about one entry of the runs directory.
@@ -310,20 +297,35 @@ mod tests {
         assert_eq!(reaped, ["r1", "r2", "r5"]);
     }
 
+    /// The run keeper (`release --wait-pid`) asks whether the launcher lives: on a controller
+    /// without /proc (macOS) that answer must still be right, or the run trees go at once.
+    /// As root the check runs again in this test binary in a mount namespace whose /proc is
+    /// an empty tmpfs (unshare + mount, util-linux).
     #[test]
-    fn a_zombie_is_not_alive() {
-        assert!(pid_alive(std::process::id()));
-        let child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        // Not waited for: a zombie once it exited.
-        for _ in 0..200 {
-            if !pid_alive(pid) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    fn liveness_is_known_without_proc() {
+        if std::env::var_os("PYTEST_CLOUD_TEST_NO_PROC").is_some() {
+            assert!(!Path::new("/proc/self").exists(), "/proc is hidden here");
+            assert!(pid_alive(std::process::id()), "this process lives");
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            child.wait().unwrap();
+            assert!(!pid_alive(child.id()), "a reaped child is gone");
+            return;
         }
-        assert!(!pid_alive(pid) && Path::new(&format!("/proc/{pid}")).exists());
-        drop(child);
+        if crate::machine::uid() != 0 {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "liveness_is_known_without_proc needs root (unshare --mount) to hide /proc");
+            eprintln!("liveness_is_known_without_proc: not root, /proc cannot be hidden; not checked");
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount -t tmpfs none /proc && exec \"$@\"", "sh"])
+            .arg(&exe)
+            .args(["--exact", "engine::lease::tests::liveness_is_known_without_proc", "--test-threads=1"])
+            .env("PYTEST_CLOUD_TEST_NO_PROC", "1")
+            .output()
+            .expect("unshare (util-linux) runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("1 passed"), "without /proc: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
 
     #[test]

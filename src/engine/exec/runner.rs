@@ -153,7 +153,7 @@ fn run_all_inner(
     // and then ends the command on the node. parallel's own stdin for its jobs cannot serve:
     // GNU parallel 20221122 gives each job an empty pipe, at EOF at once (measured).
     let channel = work.path().join("ssh-stdin");
-    Cmd::new(["mkfifo".as_ref(), "-m".as_ref(), "600".as_ref(), channel.as_os_str()]).checked()?;
+    crate::machine::mkfifo(&channel).map_err(|e| Error::io(format!("making the FIFO {}", channel.display()), e))?;
     // Read and write: the open does not wait for a reader, and the FIFO never reaches EOF
     // while `_hold` lives.
     let _hold = std::fs::OpenOptions::new()

@@ -152,13 +152,16 @@ pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&S
     }
     let hostname = local_hostname();
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let run_id = lease::new_run_id();
+    // The lock's holder line: unique to this run (its run id), and naming host, boot and pid
+    // for the one "holder is gone" rule (crate::machine::holder_gone_here).
     let holder = no_controls(&format!(
-        "pytest-cloud host={hostname} pid={} user={} started_unix={started} source={}",
+        "pytest-cloud run={run_id} host={hostname} boot={} pid={} user={} started_unix={started} source={}",
+        crate::machine::boot_id(),
         std::process::id(),
         project::local_user(),
         root.display()
     ));
-    let run_id = lease::new_run_id();
     let lease = lease::lease_line(&run_id, &hostname, opts.lease_pid, opts.lease_ttl_min, &project::local_user(), &root);
     let pinned_python = plan.options.python_pinned.then(|| plan.options.python.clone());
     Ok(Local { root, pinned_python, venv: venv.map(|v| v.0), editable, holder, hostname, run_id, lease })
@@ -169,12 +172,7 @@ pub(super) fn no_controls(s: &str) -> String {
 }
 
 pub(super) fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| Cmd::new(["uname", "-n"]).checked().ok().map(|o| o.stdout_str()))
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    crate::machine::hostname()
 }
 
 /// rsync 3.1+ and GNU parallel must be here before any node is touched (exit 72 otherwise,

@@ -245,13 +245,10 @@ pub(super) fn node_pythons(f: &Facts) -> String {
 }
 
 /// A holder on this very machine whose process is gone left its lock behind (Ctrl-C'd
-/// twice, killed): take it over at once instead of waiting for it to go stale.
+/// twice, killed): take it over at once instead of waiting for it to go stale. The same rule
+/// as the run trees' leases.
 pub(super) fn holder_is_dead(holder: &str, hostname: &str) -> bool {
-    let field = |k: &str| holder.split_whitespace().find_map(|w| w.strip_prefix(k));
-    match (field("host="), field("pid=").and_then(|p| p.parse::<u32>().ok())) {
-        (Some(h), Some(pid)) if h == hostname && Path::new("/proc/self").exists() => !Path::new(&format!("/proc/{pid}")).exists(),
-        _ => false,
-    }
+    crate::machine::holder_gone_here(holder, hostname)
 }
 
 pub(super) fn describe_holder(holder: &str) -> String {
@@ -362,9 +359,10 @@ mod tests {
     #[test]
     fn dead_local_holders_are_recognised() {
         let me = local_hostname();
-        let alive = format!("pytest-cloud host={me} pid={} user=u started_unix=1 source=/p", std::process::id());
+        let boot = crate::machine::boot_id();
+        let alive = format!("pytest-cloud run=r1 host={me} boot={boot} pid={} user=u started_unix=1 source=/p", std::process::id());
         assert!(!holder_is_dead(&alive, &me));
-        assert!(holder_is_dead(&format!("pytest-cloud host={me} pid=4000000000 user=u"), &me));
+        assert_eq!(holder_is_dead(&format!("pytest-cloud run=r1 host={me} boot={boot} pid=4000000000 user=u"), &me), !boot.is_empty());
         assert!(!holder_is_dead("pytest-cloud host=elsewhere pid=4000000000 user=u", &me), "another machine's pid says nothing");
         assert!(!holder_is_dead("", &me));
     }
