@@ -241,6 +241,27 @@ fn missing_parallel_is_exit_72_naming_it() {
         );
 }
 
+#[test]
+fn exec_refuses_a_parallel_that_is_not_gnu_parallel() {
+    // moreutils' `parallel` (a fake tool: the fault a real GNU parallel cannot show), with the
+    // real ssh beside it.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let ssh = std::process::Command::new("sh").args(["-c", "command -v ssh"]).output().unwrap();
+    std::os::unix::fs::symlink(String::from_utf8(ssh.stdout).unwrap().trim(), bin_dir.path().join("ssh")).unwrap();
+    let fake = bin_dir.path().join("parallel");
+    std::fs::write(&fake, "#!/bin/sh\necho 'parallel [OPTIONS] command -- arguments'\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin()
+        .args(["exec", "--", "true"])
+        .env("PATH", bin_dir.path())
+        .write_stdin(plan_fixture().to_string())
+        .assert()
+        .code(72)
+        .stdout("")
+        .stderr(predicate::str::contains("`parallel` on PATH is not GNU parallel").and(predicate::str::contains("apt-get install parallel")));
+}
+
 // ---- sync: refusals that need no node (the document is checked before anything is touched) ----
 
 fn fixture_plan(chdir: &str) -> Value {

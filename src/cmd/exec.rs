@@ -31,7 +31,7 @@
 //!
 //! Exit codes: 0 every job succeeded; 1 some job failed (its record says how); 64 no command
 //! after `--`, `{slot}`/`{worker}` without `--per slot`, or a bad option; 65/66 bad or missing
-//! stdin document; 69 the document has no node; 72 `parallel` or `ssh` missing; 74 the output
+//! stdin document; 69 the document has no node; 72 `ssh` missing, or `parallel` missing or not GNU parallel; 74 the output
 //! or runtime directory cannot be written; 130 interrupted (Ctrl-C: the records so far and the
 //! summary are written). Nothing is written on stdout for 64 to 74.
 //!

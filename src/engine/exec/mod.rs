@@ -49,13 +49,10 @@ pub struct ExecOptions {
 pub fn run(nodes: &[PlannedNode], settings: &SshSettings, opts: &ExecOptions, out: &mut dyn Write) -> Result<ExecSummary> {
     let marker = jobs::new_marker();
     let jobs = make_jobs(nodes, opts.per, &opts.command, opts.timeout_s.unwrap_or(0), &marker)?;
-    for tool in ["parallel", "ssh"] {
-        if proc::on_path(tool).is_none() {
-            return Err(Error::new(
-                Exit::MissingTool,
-                format!("{tool}: not found on PATH. {}", proc::install_hint(tool)),
-            ));
-        }
+    // The same check as sync's: `parallel` must be GNU parallel (moreutils ships another).
+    crate::parallel::check_installed()?;
+    if proc::on_path("ssh").is_none() {
+        return Err(Error::new(Exit::MissingTool, format!("ssh: not found on PATH. {}", proc::install_hint("ssh"))));
     }
     let output_dir = match &opts.output_dir {
         Some(d) => {
