@@ -291,6 +291,27 @@ fn a_chdir_that_escapes_the_home_is_refused() {
 }
 
 #[test]
+fn a_node_whose_home_is_not_absolute_is_dropped_and_the_others_go_on() {
+    for home in ["", "relative/home"] {
+        let mut plan = fixture_plan("pc");
+        plan["inventory"]["nodes"][0]["facts"]["home"] = home.into();
+        plan["nodes"][0]["remote_dir"] = format!("{home}/pc").into();
+        // The other node (bob@node2:2222, given rsync here) does not resolve: it is tried over
+        // ssh, and dropped for that.
+        plan["inventory"]["nodes"][1]["facts"]["rsync_version"] = "3.2.7".into();
+        let s = sync(&plan.to_string(), &["-q", "--connect-timeout", "2"]);
+        assert_eq!(s.code, 69, "not a refusal of the whole document: {}", s.stderr);
+        let doc: Value = serde_json::from_str(&s.stdout).unwrap_or_else(|e| panic!("{e}: {}", s.stdout));
+        let dropped = doc["dropped"].as_array().unwrap();
+        let mine = dropped.iter().find(|d| d["node"] == "node1").unwrap_or_else(|| panic!("{dropped:?}"));
+        assert_eq!((mine["stage"].as_str(), mine["error_kind"].as_str()), (Some("sync"), Some("unsafe_target")), "{mine}");
+        assert!(mine["message"].as_str().unwrap().contains("HOME"), "{mine}");
+        let other = dropped.iter().find(|d| d["node"] == "bob@node2:2222").unwrap_or_else(|| panic!("{dropped:?}"));
+        assert_eq!((other["stage"].as_str(), other["error_kind"].as_str()), (Some("sync"), Some("dns")), "the other node was tried: {other}");
+    }
+}
+
+#[test]
 fn exit_72_without_gnu_parallel() {
     let plan = fixture_plan("pc").to_string();
     let tools = tempfile::tempdir().unwrap();

@@ -72,11 +72,11 @@ pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
             .get(&n.node)
             .ok_or_else(|| Error::bad_input(format!("the plan's node {} has no facts in its inventory", n.node)))?;
         let home = f.home.trim_end_matches('/');
-        if !f.home.starts_with('/') || home.contains(['\n', '\r', '\0']) || Path::new(home).components().any(|c| c == std::path::Component::ParentDir) {
-            return Err(Error::bad_input(format!("node {}: home {:?} is not an absolute path", n.node, f.home)));
-        }
+        // A fact of that node (its user's HOME), not a fault of the document: only that node
+        // is dropped, before anything is sent to it.
+        let bad_home = !f.home.starts_with('/') || home.contains(['\n', '\r', '\0']) || Path::new(home).components().any(|c| c == std::path::Component::ParentDir);
         let expected = format!("{home}/{}", plan.options.chdir);
-        if n.remote_dir != expected {
+        if !bad_home && n.remote_dir != expected {
             return Err(Error::bad_input(format!(
                 "node {}: remote_dir {:?} is not the node's home plus the chdir ({expected:?}); refusing to sync into it",
                 n.node, n.remote_dir
@@ -99,6 +99,17 @@ pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
             interpreter: None,
             rebased_before: None,
         });
+        if bad_home {
+            let r = runs.last_mut().expect("just pushed");
+            r.drop_with(
+                ErrorKind::UnsafeTarget,
+                format!(
+                    "the node's HOME is {:?}, not an absolute path, so --chdir {} has no safe place there; \
+                     nothing was sent to it. Give that user an absolute HOME (or use another user on that node)",
+                    f.home, plan.options.chdir
+                ),
+            );
+        }
     }
     Ok(runs)
 }
