@@ -152,6 +152,29 @@ impl From<Destination> for String {
     }
 }
 
+/// One label per node, injective within `nodes`: each node's readable [`Destination::label`]
+/// where no other node has the same, else (for the second and later of those sharing one, in
+/// order) the label with `.2`, `.3`, ... appended, skipping any label another node has. So
+/// `bob@h` and `bob_h` become `bob_h` and `bob_h.2`, and worker ids (`<label>-<i>`) never
+/// collide. Pure and order-determined: the same nodes give the same labels.
+pub fn labels(nodes: &[Destination]) -> Vec<String> {
+    let bases: Vec<String> = nodes.iter().map(Destination::label).collect();
+    let all: std::collections::BTreeSet<&str> = bases.iter().map(String::as_str).collect();
+    let mut given: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(nodes.len());
+    for base in &bases {
+        let mut label = base.clone();
+        let mut n = 2;
+        while given.contains(&label) || (label != *base && all.contains(label.as_str())) {
+            label = format!("{base}.{n}");
+            n += 1;
+        }
+        given.insert(label.clone());
+        out.push(label);
+    }
+    out
+}
+
 /// Collects `--node` and `--nodes` values (and nodes from a document), de-duplicated
 /// first-seen by the full `user@host:port`, so one host under two users is two nodes.
 pub fn parse_nodes<'a>(singles: impl IntoIterator<Item = &'a str>) -> Result<Vec<Destination>> {
@@ -495,6 +518,14 @@ mod tests {
     #[test]
     fn remote_words_are_quoted() {
         assert_eq!(remote_quote(&["sh", "-c", "a b; c"]), "sh -c 'a b; c'");
+    }
+
+    #[test]
+    fn labels_are_unique_within_the_nodes_and_readable_where_they_can_be() {
+        let nodes: Vec<Destination> = ["bob@h", "bob_h", "node1", "bob_h.2", "bob@h:22", "bob_h_22"].map(d).to_vec();
+        assert_eq!(labels(&nodes), ["bob_h", "bob_h.3", "node1", "bob_h.2", "bob_h_22", "bob_h_22.2"]);
+        assert_eq!(labels(&nodes), labels(&nodes.clone()), "pure");
+        assert_eq!(labels(&[d("a"), d("b")]), ["a", "b"]);
     }
 
     #[test]

@@ -93,6 +93,42 @@ fn plan_golden_pairs() {
     assert!(cases >= 3, "golden cases found: {cases}");
 }
 
+/// `bob@h` and `bob_h` have one readable label (`bob_h`): the plan tells them apart, so every
+/// worker id is unique, and a node whose label is its own keeps it. Same input, same bytes.
+#[test]
+fn worker_ids_are_unique_when_two_nodes_share_a_readable_label() {
+    let mut inv: Value = serde_json::from_str(&inventory_fixture()).unwrap();
+    let ok = inv["nodes"][0].clone();
+    let mut nodes = Vec::new();
+    for name in ["bob@h", "bob_h", "node9", "bob_h.2"] {
+        let mut n = ok.clone();
+        n["node"] = name.into();
+        nodes.push(n);
+    }
+    inv["nodes"] = nodes.into();
+    let run = || {
+        let out = bin()
+            .args(["plan", "-q", "--max-processes", "2", "--source"])
+            .arg(project_fixture())
+            .env_remove("VIRTUAL_ENV")
+            .write_stdin(inv.to_string())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let first = run();
+    assert_eq!(first, run(), "byte-identical for the same input");
+    let plan: Value = serde_json::from_str(&first).unwrap();
+    let ids: Vec<&str> = plan["nodes"].as_array().unwrap().iter().flat_map(|n| n["workers"].as_array().unwrap()).map(|w| w.as_str().unwrap()).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "worker ids collide: {ids:?}");
+    assert_eq!(plan["nodes"][2]["workers"][0], "node9-0", "a unique label stays readable: {ids:?}");
+    assert!(ids.iter().all(|w| w.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))), "{ids:?}");
+}
+
 #[test]
 fn plan_refuses_bad_numbers_and_dangerous_chdirs() {
     for bad in [["--mem-per-process", "0"], ["--mem-per-process", "-5"], ["--max-processes", "0"], ["--max-processes", "lots"], ["--mem-per-process", "1.5"]] {

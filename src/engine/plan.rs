@@ -76,7 +76,10 @@ pub fn make_plan(inventory: &Inventory, options: PlanOptions, root: &Path) -> (P
     let mut nodes = Vec::new();
     let mut dropped = Vec::new();
     let mut explain = Vec::new();
-    for report in &inventory.nodes {
+    // Labels over the whole inventory, so a node's worker ids do not depend on which others
+    // were dropped.
+    let labels = crate::ssh::labels(&inventory.nodes.iter().map(|r| r.node.clone()).collect::<Vec<_>>());
+    for (report, label) in inventory.nodes.iter().zip(&labels) {
         let drop = |kind: ErrorKind, message: String| Dropped { node: report.node.clone(), stage: Stage::Probe, error_kind: kind, message };
         let facts = match (&report.facts, report.status) {
             (Some(f), NodeStatus::Ok) => f,
@@ -106,7 +109,6 @@ pub fn make_plan(inventory: &Inventory, options: PlanOptions, root: &Path) -> (P
                 }
             },
         };
-        let label = report.node.label();
         nodes.push(PlannedNode {
             node: report.node.clone(),
             slots,
