@@ -20,7 +20,12 @@
 #       editable .pth at DIR/PTH with ENTRY lines (only when it changes), check PYTHON runs
 #       with every ENTRY on sys.path, write the stamp, release the lock.
 #   release DIR LOCK HOLDER
-#       remove LOCK if HOLDER holds it.
+#       remove LOCK if HOLDER holds it (lock=released), else say lock=absent or lock=other.
+#
+# Nothing is left locked when the controller goes away mid-step (its ssh killed, the
+# connection lost): SIGPIPE is ignored, so a write to the closed stdout fails instead of
+# killing the script before it releases; and a preflight whose final answer cannot be
+# written (nobody will ever know it took the lock) gives the lock back itself.
 #
 # Run trees (see share/doc/sync-safety.md, "Concurrent runs"): DIR is the shared base that
 # rsync updates under LOCK; each run works in its own tree RUNS/ID, hard links of the base
@@ -37,6 +42,7 @@
 #   drop DIR LOCK HOLDER RUNS ID LEASE     hand the run's new bytecode to the base, remove the
 #       run tree and its lease (released=1).
 set -u
+trap '' PIPE
 marker=.pytest-cloud-target
 synced=.pytest-cloud-synced
 mode=$1
@@ -44,8 +50,11 @@ shift
 dir=$1 lock=$2 holder=$3
 shift 3
 
+took_lock=0
 end() {
-    echo "sync_node_end=1"
+    if ! echo "sync_node_end=1" && [ "$took_lock" = 1 ]; then
+        release
+    fi
     exit 0
 }
 
@@ -248,6 +257,7 @@ preflight)
     fi
     if mkdir -- "$lock" 2>/dev/null; then
         printf '%s\n' "$holder" >"$lock/holder" || { rm -rf -- "$lock"; echo "error=cannot write $lock/holder"; end; }
+        took_lock=1
         echo "lock=acquired"
     else
         if [ ! -d "$lock" ]; then
@@ -380,7 +390,14 @@ drop)
     end
     ;;
 release)
-    release
+    if [ ! -d "$lock" ]; then
+        echo "lock=absent"
+    elif [ "$(cat "$lock/holder" 2>/dev/null)" = "$holder" ]; then
+        release
+        if [ -d "$lock" ]; then echo "error=cannot remove $lock"; else echo "lock=released"; fi
+    else
+        echo "lock=other"
+    fi
     end
     ;;
 *)

@@ -466,8 +466,9 @@ fn exit_75_while_another_live_run_holds_the_lock_and_a_dead_holders_lock_is_take
     let plan = plan(&cluster, &project, "node1", "pc_lock");
     let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim().to_string();
     // A live holder: this test process.
-    let holder = format!("pytest-cloud host={host} pid={} user=other started_unix=1 source=/elsewhere", std::process::id());
+    let holder = format!("pytest-cloud run=r1 host={host} boot={boot} pid={} user=other started_unix=1 source=/elsewhere", std::process::id());
     on_node(&cluster, "node1", &format!("mkdir {dir}.pytest-cloud-lock && echo {} > {dir}.pytest-cloud-lock/holder", shell_words::quote(&holder)));
     let s = sync(&plan, &["--rsync-bandwidth-limit", "0", "--lock-wait", "1"]);
     assert_eq!(s.code, 75, "{}", s.stderr);
@@ -482,11 +483,79 @@ fn exit_75_while_another_live_run_holds_the_lock_and_a_dead_holders_lock_is_take
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    let holder = format!("pytest-cloud host={host} pid={dead} user=other started_unix=1 source=/elsewhere");
+    let holder = format!("pytest-cloud run=r2 host={host} boot={boot} pid={dead} user=other started_unix=1 source=/elsewhere");
     on_node(&cluster, "node1", &format!("echo {} > {dir}.pytest-cloud-lock/holder", shell_words::quote(&holder)));
     let s = sync(&plan, &["--rsync-bandwidth-limit", "0", "--lock-wait", "1"]);
     assert_eq!(s.code, 0, "{}", s.stderr);
     assert!(!exists_on_node(&cluster, "node1", &format!("{dir}.pytest-cloud-lock")), "released after the sync");
+}
+
+/// (pid, args) of the processes whose command line holds every one of `words`.
+fn processes_with(words: &[&str]) -> Vec<(u32, String)> {
+    let ps = text(&Command::new("ps").args(["-eo", "pid=,args="]).output().unwrap().stdout);
+    ps.lines()
+        .filter_map(|l| l.trim_start().split_once(' ').map(|(p, a)| (p.parse().unwrap_or(0), a.trim().to_string())))
+        .filter(|(_, a)| words.iter().all(|w| a.contains(w)))
+        .collect()
+}
+
+/// Issue 17: the node made the lock, then the sync's ssh died before the answer arrived
+/// (killed here right after the node's mkdir, while the pre-flight lists a runs directory of
+/// 150 leases: a slow step after the mkdir). The sync gives that lock back itself: when it
+/// has ended the node is not locked, and another sync gets the lock at once.
+#[test]
+fn a_lock_made_just_before_the_syncs_ssh_died_is_given_back() {
+    let cluster = Cluster::shared();
+    let project = Project::new(false);
+    let plan = plan(&cluster, &project, "node1", "pc_lock_left");
+    let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
+    let (lock, runs) = (format!("{dir}.pytest-cloud-lock"), format!("{dir}.pytest-cloud-runs"));
+    // Live runs from elsewhere (fresh leases of another host): listed, never reaped.
+    on_node(
+        &cluster,
+        "node1",
+        &format!(
+            "mkdir -p {runs} && echo x > {runs}/.pytest-cloud-runs && i=0 && while [ $i -lt 150 ]; do \
+             echo \"pytest-cloud run=x$i host=elsewhere boot=b pid=1 ttl_min=600\" > {runs}/x$i.lease; i=$((i+1)); done"
+        ),
+    );
+    let mut child = Command::new(bin())
+        .args(["sync", "--rsync-bandwidth-limit", "0"])
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Path::new(&lock).exists() {
+        assert!(Instant::now() < deadline, "the pre-flight never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The sync's own ssh client for this pre-flight (not the node's shell, also on this machine).
+    let clients: Vec<u32> =
+        processes_with(&["preflight", &dir]).into_iter().filter(|(_, a)| a.starts_with("ssh ")).map(|(p, _)| p).collect();
+    assert!(!clients.is_empty(), "no ssh client of the pre-flight: {:?}", processes_with(&["preflight"]));
+    for pid in &clients {
+        run(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "the only node was dropped: {stderr}");
+    // The node's shell goes on to its end, with nobody reading it; then nothing may be locked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !processes_with(&["preflight", &dir]).is_empty() {
+        assert!(Instant::now() < deadline, "the node's pre-flight never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!Path::new(&lock).exists(), "the lock was left behind: {}", std::fs::read_to_string(format!("{lock}/holder")).unwrap_or_default());
+    let s = sync(&plan, &["--rsync-bandwidth-limit", "0", "--lock-wait", "1"]);
+    assert_eq!(s.code, 0, "another sync gets the lock at once: {}", s.stderr);
+    assert!(!s.stderr.contains("waiting for the lock"), "{}", s.stderr);
 }
 
 fn rsync_processes_for(dir: &str) -> Vec<String> {

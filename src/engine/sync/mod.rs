@@ -36,7 +36,7 @@ use crate::schema::{self, Dropped, ErrorKind, Plan, Stage, SyncDoc, SyncedNode};
 use crate::{interrupt, options, rsync, ssh};
 use fanout::preflight_and_transfer;
 use local::{check_local_tools, local_facts};
-use node::{finish, interrupted, inventory_destinations, node_runs};
+use node::{finish, interrupted, inventory_destinations, left_locked, node_runs, release_left};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -149,20 +149,30 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
     let config = if runs.is_empty() { PathBuf::new() } else { ssh::write_config(&plan.inventory.ssh, &inventory_destinations(plan))? };
     let pool = crate::engine::node_pool(runs.len())?;
     let ssh_deadline = Duration::from_secs(plan.inventory.ssh.connect_timeout_s + 60);
+    // Giving a lock back is one short round trip; a node that cannot answer it in this time
+    // is lost anyway, and its lock is then taken over by the stale rule.
+    let release_deadline = Duration::from_secs(plan.inventory.ssh.connect_timeout_s + 10);
 
     if let Err(e) = preflight_and_transfer(&mut runs, &pool, &config, &local, opts, ssh_deadline, progress, fanout) {
         // The pre-flights may have taken locks: give them back before saying why we stop.
-        let _ = interrupted(&pool, &runs, &config, &local);
+        let _ = interrupted(&pool, &mut runs, &config, &local, release_deadline, opts.lock_stale);
         return Err(e);
     }
     if interrupt::requested() {
-        return Err(interrupted(&pool, &runs, &config, &local));
+        return Err(interrupted(&pool, &mut runs, &config, &local, release_deadline, opts.lock_stale));
     }
 
     pool.install(|| {
         use rayon::prelude::*;
         runs.par_iter_mut().filter(|r| r.locked).for_each(|r| finish(r, &config, &local, ssh_deadline * 2));
     });
+    // Nodes whose pre-flight or finish was cut short after the node may have taken the lock.
+    release_left(&pool, &mut runs, &config, &local, release_deadline);
+    for r in runs.iter_mut() {
+        if let (Some(why), Some(d)) = (r.release_failed.clone(), r.dropped.as_mut()) {
+            d.message = format!("{}; {}", d.message, left_locked(&r.lock, &why, opts.lock_stale));
+        }
+    }
 
     let mut nodes = Vec::new();
     let mut dropped = plan.dropped.clone();

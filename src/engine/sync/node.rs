@@ -21,7 +21,15 @@ pub(super) struct NodeRun {
     pub(super) facts: Facts,
     pub(super) lock: String,
     pub(super) started: Instant,
+    /// The pre-flight said `lock=acquired`: this run holds the node's lock.
     pub(super) locked: bool,
+    /// This run may hold the lock: a node script that takes or gives it back was sent and did
+    /// not answer to its end (ssh died or hit its deadline, the script was cut short), or the
+    /// lock was acquired and no finish has given it back yet. Every way out of the sync
+    /// releases such a lock (only while its holder line is ours: it names our run id).
+    pub(super) may_hold: bool,
+    /// Why giving the lock back failed, when it did.
+    pub(super) release_failed: Option<String>,
     /// The last sync into the directory ran its clean-up to the end (preflight's `clean=1`).
     pub(super) clean_before: bool,
     /// What rsync deleted there (None: unknown, so the clean-up sweeps the whole tree).
@@ -48,16 +56,59 @@ impl NodeRun {
     }
 }
 
-/// Releases every lock we may hold (also on nodes whose pre-flight was cut short), then
-/// reports the interrupt.
-pub(super) fn interrupted(pool: &rayon::ThreadPool, runs: &[NodeRun], config: &Path, local: &Local) -> Error {
+/// Gives the node's lock back if its holder line is ours (the node script checks): whether
+/// or not the pre-flight's answer said we took it. On an answer to its end the lock is not
+/// ours any more (released, absent, or another run's); otherwise `release_failed` says why.
+pub(super) fn release_lock(r: &mut NodeRun, config: &Path, local: &Local, deadline: Duration) {
+    let failed = match remote::sync_script(config, &r.dest, "", "release", &[&r.planned.remote_dir, &r.lock, &local.holder], deadline) {
+        Err(e) => Some(e.message),
+        Ok(reply) => match reply.failure("sync_node_end") {
+            Some((_, why)) => Some(why),
+            None => reply.get("error").map(String::from),
+        },
+    };
+    r.may_hold = failed.is_some();
+    r.release_failed = failed;
+}
+
+/// Releases every lock this run may hold, all nodes at once.
+pub(super) fn release_left(pool: &rayon::ThreadPool, runs: &mut [NodeRun], config: &Path, local: &Local, deadline: Duration) {
     pool.install(|| {
         use rayon::prelude::*;
-        runs.par_iter().filter(|r| r.facts.rsync_version.is_some()).for_each(|r| {
-            let _ = remote::sync_script(config, &r.dest, "", "release", &[&r.planned.remote_dir, &r.lock, &local.holder], Duration::from_secs(10));
-        });
+        runs.par_iter_mut().filter(|r| r.may_hold).for_each(|r| release_lock(r, config, local, deadline));
     });
-    Error::new(Exit::Interrupted, "interrupted; the node directories' locks were released (a node may hold a partial copy, which the next sync completes)")
+}
+
+/// What a lock left behind after a failed release means for the user.
+pub(super) fn left_locked(lock: &str, why: &str, lock_stale: Duration) -> String {
+    format!(
+        "its lock {} could not be released ({why}); another run takes it over when it is {} min old, \
+         a run from this machine at once once this process is gone; or remove it on the node",
+        lock,
+        (lock_stale.as_secs() / 60).max(1)
+    )
+}
+
+/// Releases every lock we may hold (also on nodes whose pre-flight was cut short), then
+/// reports the interrupt, saying per node what was and was not released.
+pub(super) fn interrupted(pool: &rayon::ThreadPool, runs: &mut [NodeRun], config: &Path, local: &Local, deadline: Duration, lock_stale: Duration) -> Error {
+    let tried: Vec<bool> = runs.iter().map(|r| r.may_hold).collect();
+    release_left(pool, runs, config, local, deadline);
+    let released: Vec<String> = runs.iter().zip(&tried).filter(|(r, t)| **t && !r.may_hold).map(|(r, _)| r.planned.node.key()).collect();
+    let kept: Vec<String> = runs
+        .iter()
+        .filter(|r| r.may_hold)
+        .map(|r| format!("{}: {}", r.planned.node, left_locked(&r.lock, r.release_failed.as_deref().unwrap_or("no answer"), lock_stale)))
+        .collect();
+    let mut msg = String::from("interrupted; ");
+    msg.push_str(&match (released.is_empty(), kept.is_empty()) {
+        (true, true) => "no node's lock was held".to_string(),
+        (false, true) => format!("the lock was released on {}", released.join(", ")),
+        (true, false) => format!("a lock was NOT released: {}", kept.join("; ")),
+        (false, false) => format!("the lock was released on {}; NOT released: {}", released.join(", "), kept.join("; ")),
+    });
+    msg.push_str(" (a node may hold a partial copy, which the next sync completes)");
+    Error::new(Exit::Interrupted, msg)
 }
 
 /// Each planned node with its destination and facts; the remote directory is re-derived from
@@ -89,6 +140,8 @@ pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
             lock: format!("{expected}.pytest-cloud-lock"),
             started: Instant::now(),
             locked: false,
+            may_hold: false,
+            release_failed: None,
             clean_before: false,
             deleted: None,
             run_entries: Vec::new(),
@@ -137,13 +190,22 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
     let runs = lease::runs_dir(&r.planned.remote_dir);
     loop {
         let args = [r.planned.remote_dir.as_str(), &r.lock, &local.holder, &stale_min, &break_holder, &py, &want, &marker_text, &runs];
+        // From here until a whole answer says otherwise, the lock may be ours: the node may
+        // have made it just before ssh died or hit its deadline.
+        r.may_hold = true;
         let reply = match remote::sync_script(config, &r.dest, "", "preflight", &args, deadline) {
             Ok(x) => x,
-            Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
+            Err(e) => {
+                r.may_hold = false; // ssh did not start: nothing reached the node
+                return r.drop_with(ErrorKind::SyncFailed, e.message);
+            }
         };
         if let Some((kind, msg)) = reply.failure("sync_node_end") {
             return r.drop_with(kind, msg);
         }
+        // A whole answer: the lock is ours exactly when it says so (where the script gave it
+        // back itself, a release finds it absent, which costs one round trip in that rare case).
+        r.may_hold = reply.get("lock") == Some("acquired");
         if let Some(found) = reply.get("python") {
             // The probe saw it; the node changed since (or the plan is old).
             if found == "missing" || found != want {
@@ -282,8 +344,7 @@ pub(super) fn describe_holder(holder: &str) -> String {
 pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Duration) {
     let dir = r.planned.remote_dir.clone();
     if !r.alive() {
-        let _ = remote::sync_script(config, &r.dest, "", "release", &[&dir, &r.lock, &local.holder], deadline);
-        return;
+        return release_lock(r, config, local, deadline);
     }
     let (pth, python) = match &local.venv {
         Some(v) => (v.pth.clone().unwrap_or_default(), format!("{}/bin/python", v.rel)),
@@ -309,8 +370,11 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
         Err(e) => return r.drop_with(ErrorKind::SyncFailed, e.message),
     };
     if let Some((kind, msg)) = reply.failure("sync_node_end") {
+        // may_hold stays: the caller gives the lock back if the script did not get to.
         return r.drop_with(kind, format!("after rsync: {msg}"));
     }
+    // The script gives the lock back on every path it runs to its end.
+    r.may_hold = false;
     r.run_dir = reply.get("run_dir").map(String::from);
     if let Some(e) = reply.get("error") {
         let detail: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "rebase_error").map(|(_, v)| v.as_str()).collect();
@@ -376,6 +440,45 @@ mod tests {
         assert_eq!(holder_is_dead(&format!("pytest-cloud run=r1 host={me} boot={boot} pid=4000000000 user=u"), &me), !boot.is_empty());
         assert!(!holder_is_dead("pytest-cloud host=elsewhere pid=4000000000 user=u", &me), "another machine's pid says nothing");
         assert!(!holder_is_dead("", &me));
+    }
+
+    /// Runs the node script here (it is POSIX sh; a node is just another machine) with its
+    /// stdout a pipe nobody reads any more, as when the controller's ssh was killed mid-step.
+    fn node_script_unread(prelude: &str, words: &[&str]) {
+        use std::io::Write;
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = std::process::Command::new("sh")
+            .args(["-s", "--"])
+            .args(words)
+            .stdin(std::process::Stdio::piped())
+            .stdout(writer)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{prelude}\n{}", remote::SYNC_SCRIPT).as_bytes()).unwrap();
+        drop(stdin);
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_node_script_whose_answer_nobody_reads_leaves_no_lock() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("base");
+        let (dir_s, lock) = (dir.display().to_string(), format!("{}.pytest-cloud-lock", dir.display()));
+        let runs = format!("{dir_s}.pytest-cloud-runs");
+        let holder = "pytest-cloud run=r1 host=h boot=b pid=1";
+        // preflight: it takes the lock, then cannot write lock=acquired (nor anything after).
+        node_script_unread("", &["preflight", &dir_s, &lock, holder, "60", "", "", "", "marker text", &runs]);
+        assert!(dir.join(rsync::MARKER).exists(), "the pre-flight ran to its end");
+        assert!(!Path::new(&lock).exists(), "a pre-flight nobody heard gives its lock back");
+        // finish: under our lock, it cannot write rebase=done.
+        std::fs::create_dir(&lock).unwrap();
+        std::fs::write(format!("{lock}/holder"), format!("{holder}\n")).unwrap();
+        node_script_unread("rebase_venv() { return 0; }", &["finish", &dir_s, &lock, holder, "", "", "yes", &runs, "", "", "0", "listed", "0"]);
+        assert!(dir.join(".pytest-cloud-synced").exists(), "finish ran to its end");
+        assert!(!Path::new(&lock).exists(), "finish released the lock though its stdout was gone");
     }
 
     #[test]
