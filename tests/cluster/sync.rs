@@ -613,6 +613,44 @@ fn an_interrupt_stops_rsync_and_releases_the_lock() {
     interrupt_a_sync(&plan, &dir, true);
 }
 
+/// Issue 17: Ctrl-C while one node is frozen: the lock of the node that answers is released,
+/// the frozen node's cannot be, and the message says so per node instead of "released".
+#[test]
+fn an_interrupt_says_which_locks_were_released_and_which_were_not() {
+    let cluster = Cluster::up(2);
+    let project = Project::new(false);
+    let plan = plan(&cluster, &project, "node1 node2", "pc_interrupt_report");
+    let doc: Value = serde_json::from_str(&plan).unwrap();
+    let (dir1, dir2) = (remote_dir(&doc, "node1"), remote_dir(&doc, "node2"));
+    let mut child = Command::new(bin())
+        .args(["sync", "--rsync-bandwidth-limit", "100"])
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rsync_processes_for(&dir1).is_empty() || rsync_processes_for(&dir2).is_empty() {
+        assert!(Instant::now() < deadline, "rsync never started on both nodes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.freeze("node2");
+    run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
+    cluster.thaw("node2");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("the lock was released on node1"), "{stderr}");
+    assert!(stderr.contains("NOT released: node2") && stderr.contains(&format!("{dir2}.pytest-cloud-lock")), "names the lock left: {stderr}");
+    assert!(!Path::new(&format!("{dir1}.pytest-cloud-lock")).exists(), "node1's lock released");
+    assert!(Path::new(&format!("{dir2}.pytest-cloud-lock")).exists(), "node2's lock is indeed still there");
+}
+
 /// A home whose `~/.parallel/config` holds `line`, as a user's GNU parallel configuration.
 pub fn home_with_parallel_config(line: &str) -> tempfile::TempDir {
     let home = tempfile::Builder::new().prefix("pc-home-").tempdir().unwrap();
