@@ -114,3 +114,28 @@ fn probe_reports_missing_python_as_no_python() {
     assert!(inv["nodes"][0]["message"].as_str().unwrap().contains("python9.99"));
 }
 
+
+/// Issue 17: a node given as `alias:port` keeps the user's `Host alias` block (HostName,
+/// User, IdentityFile, IdentitiesOnly, its known_hosts), as `ssh -p PORT alias` would: the
+/// probe reaches it as that user, and a job runs there.
+#[test]
+fn a_config_alias_given_with_a_port_keeps_its_host_block() {
+    let c = Cluster::shared();
+    let said = std::process::Command::new("ssh").arg("-G").arg("-F").arg(c.ssh_config()).arg("node1").output().unwrap();
+    let said = String::from_utf8_lossy(&said.stdout).into_owned();
+    let value = |k: &str| said.lines().find_map(|l| l.strip_prefix(&format!("{k} "))).unwrap_or_else(|| panic!("no {k} in {said}")).to_string();
+    let (port, user) = (value("port"), value("user"));
+    let node = format!("node1:{port}");
+    let out = bin().args(["probe", "-q", "--ssh-config"]).arg(c.ssh_config()).args(["--node", &node]).output().unwrap();
+    let inv = json(&out.stdout);
+    let n = &inv["nodes"][0];
+    assert_eq!(n["status"], "ok", "{n}");
+    assert_eq!(n["node"], node.as_str());
+    assert_eq!(n["facts"]["user"], user.as_str(), "the Host block's User: {n}");
+    assert!(c.ssh("node1", "mkdir -p pc_alias_port").status.success());
+    let plan = bin().args(["plan", "-q", "--chdir", "pc_alias_port"]).write_stdin(out.stdout.clone()).output().unwrap();
+    let run = bin().args(["exec", "--", "id", "-un"]).write_stdin(plan.stdout).output().unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(text.contains(&format!("\"stdout_tail\":\"{user}\\n\"")), "{text}");
+}
