@@ -79,6 +79,34 @@ pub fn xdist_specs(nodes: &[PlannedNode], config_for_group: &dyn Fn(usize) -> Re
     Ok(tx)
 }
 
+/// Opens the shared connection of every connection group past the first (group 0's is the
+/// one probe and sync used) before pytest starts: xdist starts all gateways at once, and the
+/// gateways of a group without a master would each race to create it (an extra handshake
+/// each, "ControlSocket ... already exists, disabling multiplexing"). One `ssh ... true` per
+/// group, all groups at once (each has its own ControlPath, so they do not race). A group that
+/// cannot be opened is left to its gateways, which then say why.
+fn open_group_masters(nodes: &[PlannedNode], settings: &ssh::SshSettings, config_for_group: &dyn Fn(usize) -> Result<PathBuf>) -> Result<()> {
+    if settings.control_persist_s == 0 {
+        return Ok(()); // no sharing: every gateway has its own connection anyway
+    }
+    let mut todo = Vec::new();
+    for n in nodes {
+        let groups = (n.slots as usize).div_ceil(SESSIONS_PER_CONNECTION);
+        for g in 1..groups {
+            todo.push((n.node.clone(), config_for_group(g)?));
+        }
+    }
+    let deadline = std::time::Duration::from_secs(settings.connect_timeout_s + 10);
+    std::thread::scope(|s| {
+        for (dest, cfg) in &todo {
+            s.spawn(move || {
+                let _ = crate::proc::Cmd::new(ssh::command_argv(cfg, dest, "true")).deadline(deadline).output();
+            });
+        }
+    });
+    Ok(())
+}
+
 /// probe -> plan -> sync, in-process. Returns the session that runs pytest.
 pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     let quiet = opts.quiet;
@@ -168,6 +196,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
 
     let group_configs = |g: usize| -> Result<PathBuf> { ssh::write_config_group(&plan.inventory.ssh, &nodes, g) };
     let tx = xdist_specs(&planned, &group_configs)?;
+    open_group_masters(&planned, &plan.inventory.ssh, &group_configs)?;
     let workers = tx.len();
     let dist = if has_dist_choice(pytest_args) { String::new() } else { "load".to_string() };
     let glue_dir = write_glue()?;

@@ -502,3 +502,27 @@ fn a_312_venv_and_nodes_with_311_only_every_node_dropped_with_the_reason_and_not
         assert_eq!(String::from_utf8_lossy(&left.stdout), "", "{a}: nothing written");
     }
 }
+
+/// Issue 17: a node with more workers than one ssh connection carries (sshd's MaxSessions 10:
+/// 14 slots, so two connection groups) costs one authentication per group, and no gateway
+/// races another to create its group's master ("ControlSocket ... already exists"). The node's
+/// sshd sets OMP_NUM_THREADS=14 for its sessions, which `nproc` (the probe's CPU count) honours:
+/// the machine has fewer cores.
+#[test]
+fn a_node_with_two_connection_groups_opens_each_master_once() {
+    let c = Cluster::up(1);
+    let cfg = c.dir().join("node1/sshd_config");
+    let mut conf = std::fs::read_to_string(&cfg).unwrap();
+    conf.push_str("SetEnv OMP_NUM_THREADS=14\n");
+    std::fs::write(&cfg, conf).unwrap();
+    c.stop("node1");
+    c.start("node1");
+    let ex = Example::new();
+    let before = c.connections("node1");
+    let r = cloud(&ex, &c, &[]);
+    let out = text(&r);
+    assert_eq!(r.status.code(), Some(0), "{out}");
+    assert!(out.contains("node1: 14 slots"), "14 workers on the node: {out}");
+    assert!(!out.contains("already exists"), "a group's master was raced for: {out}");
+    assert_eq!(c.connections("node1"), before + 2, "one authentication per connection group (probe and sync share group 0's): {out}");
+}
