@@ -295,7 +295,7 @@ fn exec_refuses_a_parallel_that_is_not_gnu_parallel() {
         .assert()
         .code(72)
         .stdout("")
-        .stderr(predicate::str::contains("`parallel` on PATH is not GNU parallel").and(predicate::str::contains("apt-get install parallel")));
+        .stderr(predicate::str::contains("is not GNU parallel").and(predicate::str::contains(fake.display().to_string())).and(predicate::str::contains("apt-get install parallel")));
 }
 
 // ---- sync: refusals that need no node (the document is checked before anything is touched) ----
