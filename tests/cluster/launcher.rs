@@ -9,7 +9,7 @@ use common::venvs::{self, RebaseProject};
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
@@ -41,7 +41,7 @@ fn outcomes(o: &Output) -> (BTreeSet<String>, String) {
     (set, counts)
 }
 
-fn local(ex: &Example, args: &[&str]) -> Output {
+pub(crate) fn local(ex: &Example, args: &[&str]) -> Output {
     Command::new(ex.python()).args(["-m", "pytest", "-rA", "-p", "no:randomly"]).args(args).current_dir(ex.root()).output().unwrap()
 }
 
@@ -136,7 +136,7 @@ fn markers(tag: &str, worker_prefix: &str) -> usize {
         .count()
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     // A bound on waiting for something that must happen, not a performance threshold.
     for _ in 0..1200 {
         if cond() {
@@ -147,7 +147,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("gave up waiting for {what}");
 }
 
-fn spawn_cloud(ex: &Example, c: &Cluster, args: &[&str]) -> std::process::Child {
+pub(crate) fn spawn_cloud(ex: &Example, c: &Cluster, args: &[&str]) -> std::process::Child {
     let nodes = c.aliases().join(" ");
     Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
         .arg("pytest")

@@ -15,4 +15,5 @@ mod launcher;
 mod local_cluster;
 mod plugin;
 mod probe_plan;
+mod reports;
 mod sync;

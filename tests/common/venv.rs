@@ -1,6 +1,6 @@
 //! The test venv, built once per machine (and per Python version and pins) under
 //! CARGO_TARGET_TMPDIR and copied into each test project: Debian's python3 (node users cannot
-//! reach a pyenv under /root) with pytest, pytest-xdist and wheel from PyPI, so that a project's
+//! reach a pyenv under /root) with pytest, pytest-xdist, pytest-reportlog (for `--report-log` checks) and wheel from PyPI, so that a project's
 //! own package installs in editable mode with no index (`pip install --no-index -e .`).
 //! Building it costs ~30 s of pip; a copy costs a fraction of a second.
 #![allow(dead_code)]
@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub const PYTHON: &str = "/usr/bin/python3";
-pub const PINS: [&str; 3] = ["pytest>=8,<10", "pytest-xdist>=3.6,<3.9", "wheel"];
+pub const PINS: [&str; 4] = ["pytest>=8,<10", "pytest-xdist>=3.6,<3.9", "pytest-reportlog>=1,<2", "wheel"];
 
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
