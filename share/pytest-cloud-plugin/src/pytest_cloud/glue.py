@@ -16,9 +16,13 @@ know that and, for every ssh worker:
    INTERNALERROR (what is done instead: ``_NodeFaults``);
 4. makes the workers' gateways one after another, each waiting for three round
    trips (ssh session and interpreter start, ``chdir``, ``rinfo``): 8 workers
-   spent 0.4-1.0 s there before the last one could start importing pytest.
+   spent 0.4-1.0 s there before the last one could start importing pytest;
+5. hands each test report to pytest the moment it arrives, so a test that was
+   running on a node that is then lost has already reported its setup (and maybe
+   its call) when it runs again elsewhere: two PASSED lines, a nameless
+   ``<testcase>`` in the JUnit XML, two setups in ``--report-log``.
 
-This module fixes exactly those four things on the controller (patches 1-4 in
+This module fixes exactly those five things on the controller (patches 1-5 in
 the code, each named with its reason in share/doc/xdist-notes.md section 1), and
 runs each worker in the mirror of the controller's cwd (a change to the specs
 that ``pytest_xdist_setupnodes`` is given), nothing else: reports,
@@ -65,6 +69,9 @@ NODE_TIMEOUT_ENV = "PYTEST_CLOUD_NODE_TIMEOUT"
 #: The exit code of a run that lost every node with tests left to run: pytest-cloud's
 #: "no usable node" (share/doc/exit-codes.md).
 EXIT_ALL_NODES_LOST = 69
+#: The user property (a JUnit ``<property>``, ``user_properties`` in ``--report-log``) that
+#: names the lost node a test was moved from; one per node, in order, if it was moved twice.
+MOVED_FROM_PROPERTY = "pytest_cloud_moved_from"
 
 
 def _sched_module() -> Any:
@@ -387,6 +394,13 @@ class _NodeFaults:
     lost one is started on a live node to run what came back. A test that came back and
     was run nowhere by the end fails, saying so. Every node lost with tests left: the run
     stops and exits with ``EXIT_ALL_NODES_LOST``.
+
+    Reports (patch 5): a worker's reports of a test are held back until its teardown
+    report, then handed to pytest in order (``DSession.worker_testreport`` wrapped on the
+    instance). When the node is lost meanwhile, the held reports are dropped and only the
+    run on a live node is reported, carrying ``MOVED_FROM_PROPERTY``; so every reporter
+    (terminal, JUnit, ``--report-log``, the ``--lf`` cache, the durations history, any
+    plugin's ``pytest_runtest_logreport``) sees each test once.
     """
 
     def __init__(self, config: pytest.Config, node_timeout: str | None = None) -> None:
@@ -404,6 +418,13 @@ class _NodeFaults:
         # nodeid -> (lost host, worker id); then where it ran again and how it ended
         self.moved: dict[str, tuple[str, str]] = {}
         self.rerun: dict[str, tuple[str, str]] = {}
+        # nodeid -> the lost hosts it was moved from, in order (MOVED_FROM_PROPERTY)
+        self.moved_from: dict[str, list[str]] = {}
+        # worker -> (nodeid, its reports so far) of the test it runs; worker -> the last
+        # test whose reports all went out (its teardown report came)
+        self._held: dict[Any, tuple[str, list[Any]]] = {}
+        self._completed: dict[Any, str] = {}
+        self._deliver: Any = None
         # host -> [(worker id, error)] for workers that crashed on a live node
         self.crashed: dict[str, list[tuple[str, str]]] = {}
         self.replaced: dict[str, list[str]] = {}
@@ -419,6 +440,11 @@ class _NodeFaults:
         if sched is not None:
             self._wrap_remove_node(sched)
         self.sched = sched
+        # DSession makes the scheduler in pytest_runtestloop, before the first event of the
+        # loop: no test report has come yet.
+        dsession = config.pluginmanager.getplugin("dsession")
+        if dsession is not None and self._deliver is None:
+            self._hold_reports(dsession)
         return sched
 
     def _wrap_remove_node(self, sched: Any) -> None:
@@ -427,19 +453,61 @@ class _NodeFaults:
         def remove_lost_aware(node: Any) -> Any:
             crashitem = remove_node(node)
             host = _host(node)
+            held_id = self._held.get(node, (None, []))[0]
+            if host not in self.lost or crashitem is None or held_id != crashitem:
+                # A crash on a live node keeps xdist's meaning: what the test reported so
+                # far goes out, then xdist's crash report.
+                self._release(node)
             if crashitem is None or host not in self.lost:
                 return crashitem
-            # Not the test's fault: it goes back to the queue. Schedulers that re-queue a
-            # crashed item's whole unit themselves (loadscope, loadfile, loadgroup) do not
+            if held_id != crashitem and self._completed.get(node) == crashitem:
+                # Its teardown report came; only the worker's "protocol complete" did not.
+                return None
+            # Not the test's fault: it goes back to the queue, and what it reported on the
+            # lost node is dropped; its run elsewhere is what counts. Schedulers that re-queue
+            # a crashed item's whole unit themselves (loadscope, loadfile, loadgroup) do not
             # implement mark_test_pending; the end-of-run check catches any that loses it.
+            self._held.pop(node, None)
             try:
                 sched.mark_test_pending(crashitem)
             except NotImplementedError:
                 pass
             self.moved[crashitem] = (host, node.gateway.id)
+            self.moved_from.setdefault(crashitem, []).append(host)
             return None
 
         sched.remove_node = remove_lost_aware
+
+    # -- patch 5: a test's reports reach pytest once its teardown report is in
+
+    def _hold_reports(self, dsession: Any) -> None:
+        # DSession.loop_once dispatches each worker event to getattr(self, "worker_" + name),
+        # so the instance attribute is what runs (xdist 3.6.1-3.8.0). No public hook can keep
+        # a report from pytest's reporters.
+        self._deliver = dsession.worker_testreport
+
+        def worker_testreport(node: Any, rep: Any) -> None:
+            held = self._held.get(node)
+            if held is not None and held[0] != rep.nodeid:
+                self._release(node)  # a report of the next test: the last one's ended
+                held = None
+            if held is None:
+                held = self._held[node] = (rep.nodeid, [])
+            held[1].append(rep)
+            if rep.when == "teardown":
+                self._release(node)
+
+        dsession.worker_testreport = worker_testreport
+
+    def _release(self, node: Any) -> None:
+        nodeid, reports = self._held.pop(node, (None, []))
+        moved_from = [(MOVED_FROM_PROPERTY, host) for host in self.moved_from.get(nodeid, [])]
+        for rep in reports:
+            if moved_from:
+                rep.user_properties = list(rep.user_properties) + moved_from
+            self._deliver(node=node, rep=rep)
+        if reports and reports[-1].when == "teardown":
+            self._completed[node] = nodeid
 
     # -- telling a lost node from a crashed worker
 
@@ -560,6 +628,13 @@ class _NodeFaults:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        # Whatever is still held (the run stopped early: -x, Ctrl-C) came from workers that
+        # were not lost: it goes out; a lost node's unfinished test stays unreported.
+        for node in list(self._held):
+            if _host(node) in self.lost:
+                self._held.pop(node)
+            else:
+                self._release(node)
         if self.all_lost:
             session.exitstatus = EXIT_ALL_NODES_LOST
             return
@@ -569,14 +644,18 @@ class _NodeFaults:
             if nodeid in self.rerun:
                 continue
             fspath = nodeid.split("::")[0]
-            report = pytest.TestReport(
-                nodeid=nodeid, location=(fspath, None, fspath), keywords={}, outcome="failed",
-                longrepr=(f"pytest-cloud: {nodeid} was running on {worker} when node {host} "
-                          "was lost, and no live worker ran it again"),
-                when="call",
-            )
+            why = (f"pytest-cloud: {nodeid} was running on {worker} when node {host} was lost, "
+                   "and no live worker ran it again")
+            moved_from = [(MOVED_FROM_PROPERTY, h) for h in self.moved_from.get(nodeid, [host])]
             self.rerun[nodeid] = ("nowhere", "failed")
-            self.config.hook.pytest_runtest_logreport(report=report)
+            # A call and a teardown, as a test that ran: JUnit writes a testcase's properties
+            # when its teardown report comes.
+            for when, outcome, longrepr in (("call", "failed", why), ("teardown", "passed", None)):
+                report = pytest.TestReport(
+                    nodeid=nodeid, location=(fspath, None, fspath), keywords={}, outcome=outcome,
+                    longrepr=longrepr, when=when, user_properties=moved_from,
+                )
+                self.config.hook.pytest_runtest_logreport(report=report)
             if session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
