@@ -169,6 +169,30 @@ def test_collect_only_does_not_sync(project, fake_binary):
     assert fake_binary.calls() == []
 
 
+@pytest.mark.parametrize("args, shown", [
+    (["--help"], "*--cloud-node=NODE*"),
+    (["-h"], "*--cloud-node=NODE*"),
+    (["--version"], "pytest *"),
+    (["--version", "--version"], "*pytest-cloud-*"),
+    (["--markers"], "@pytest.mark.xdist_group*"),
+    (["--fixtures"], "tmp_path*"),
+    (["--fixtures-per-test", "tests/test_where.py"], "*fixtures used by test_runs_in_the_mirror*"),
+    (["--cache-show"], "*cachedir: *"),
+], ids=["help", "h", "version", "version-twice", "markers", "fixtures", "fixtures-per-test",
+        "cache-show"])
+def test_options_that_only_show_something_touch_no_node(project, fake_binary, monkeypatch, args,
+                                                         shown):
+    # --cloud-node in addopts, as a project that always runs on its nodes has it; and a binary
+    # that, if it were even asked for its version, would be refused.
+    project.makeini("[pytest]\naddopts = --cloud-node=node1 --dist loadgroup\n")
+    monkeypatch.setenv("FAKE_CLOUD_VERSION", "0.0.1")
+    result = project.runpytest_subprocess(*args)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    assert fake_binary.calls() == []
+    pytest.LineMatcher(result.stdout.lines + result.stderr.lines).fnmatch_lines([shown])
+    assert "pytest-cloud:" not in result.stdout.str() + result.stderr.str()
+
+
 def test_crashed_worker_is_replaced_and_reported(pytester, fake_binary):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_crash="""

@@ -9,8 +9,11 @@ the user left it at ``no``) and ``--max-worker-restart`` (only when the user did
 before pytest-xdist creates its DSession (xdist's ``pytest_configure`` is ``trylast``; ours is
 ``tryfirst``), and activates the controller glue in-process.
 
-It does nothing on xdist workers (they receive the controller's ``--cloud-*`` arguments too)
-and nothing when no node is given. Nothing is looked up at import time.
+It does nothing on xdist workers (they receive the controller's ``--cloud-*`` arguments too),
+nothing when no node is given, and nothing when pytest only shows something (``--help``,
+``--markers``, ``--fixtures``, ``--fixtures-per-test``, ``--cache-show``, ``--collect-only``:
+``SHOW_ONLY_OPTIONS``), so a ``--cloud-node`` in ``addopts`` costs those no probe or sync.
+Nothing is looked up at import time.
 
 Exit codes: the binary's own code when it fails (64 usage, 69 no usable node, 72 missing
 tool, 75 node directory locked, see share/doc/exit-codes.md); 4 (usage error) when the binary
@@ -168,12 +171,27 @@ def check_session(doc: Any, shown: str) -> dict[str, Any]:
     return doc
 
 
+#: pytest's options that show something and run no test (the dests of ``--help``, ``--markers``,
+#: ``--fixtures``, ``--fixtures-per-test``, ``--cache-show`` and ``--version``, though
+#: ``--version`` alone ends before any ``pytest_configure``). They answer from the local tree, as
+#: without nodes: with them the plugin runs no binary, touches no node and starts no worker,
+#: whatever ``addopts`` holds. ``--collect-only`` does the same (collection runs locally).
+#: Not here: ``--trace-config``, ``--setup-plan``, ``--setup-only``: those run the session.
+SHOW_ONLY_OPTIONS = ("help", "markers", "showfixtures", "show_fixtures_per_test", "cacheshow",
+                     "version", "collectonly")
+
+
+def shows_only(config: pytest.Config) -> bool:
+    """True when this pytest run only shows something (``SHOW_ONLY_OPTIONS``)."""
+    return any(config.getoption(dest, None) for dest in SHOW_ONLY_OPTIONS)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or not cloud_nodes(config):
         return
-    if config.getoption("collectonly", False):
-        return  # collection runs locally; nothing to sync
+    if shows_only(config):
+        return  # no --tx: xdist starts no worker either, whatever --dist says
     if config.getoption("numprocesses", None) or config.getoption("tx", None):
         raise pytest.UsageError(
             "pytest-cloud: --cloud-node decides the workers; drop -n/--tx "
