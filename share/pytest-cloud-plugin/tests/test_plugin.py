@@ -212,3 +212,38 @@ def test_crashed_worker_is_replaced_and_reported(pytester, fake_binary):
         "*pytest-cloud: workers crashed*",
         "* (node alive): workers gw* down (Not properly terminated); replaced by gw2",
     ])
+
+
+def test_a_worker_crash_in_teardown_reports_what_xdist_reports(pytester, fake_binary):
+    # The glue holds a test's reports until its teardown report (so a lost node's test is
+    # reported once, from its rerun); a crash on a live node must still show what the test
+    # reported before it, then xdist's crash report, exactly as xdist alone does.
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_crash="""
+        import os, pytest
+
+        @pytest.fixture
+        def dies_in_teardown():
+            yield
+            os._exit(1)
+
+        def test_passes_then_its_worker_dies(dies_in_teardown):
+            pass
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_fine(i):
+            pass
+    """)
+
+    def reports(*args):
+        result = pytester.runpytest_subprocess("-rA", "--junitxml=out.xml", *args)
+        import xml.etree.ElementTree as ET
+        cases = sorted((tc.get("name"), ",".join(sorted(c.tag for c in tc)) or "passed")
+                       for tc in ET.parse(pytester.path / "out.xml").getroot().iter("testcase"))
+        summary = sorted(line.split(" - ")[0] for line in result.stdout.lines
+                         if line.startswith(("PASSED ", "FAILED ", "ERROR ")))
+        return result.ret, summary, cases
+
+    alone = reports("-n", "2", "-p", "no:cloud")
+    assert "FAILED test_crash.py::test_passes_then_its_worker_dies" in alone[1], alone
+    assert reports("--cloud-node=node1") == alone
