@@ -148,3 +148,41 @@ fn plugin_runs_a_project_whose_venv_the_nodes_run_on_another_interpreter() {
     assert!(text.contains("PASSED tests/test_node.py::test_the_c_extension_is_loaded") && text.contains("[node1-"), "ran on the nodes:\n{text}");
     assert!(text.contains(&format!("(venv made from {}", base.version)), "the header names the venv's own base:\n{text}");
 }
+
+/// Issue 17: with `--cloud-node` in the addopts (here `$PYTEST_ADDOPTS`), the runs that only
+/// show something answer from the local tree and open no ssh session on the node (counted in
+/// its sshd log: one "Starting session" line per session, over a shared connection too).
+#[test]
+fn plugin_help_markers_and_fixtures_touch_no_node() {
+    let Some(wheel) = wheel() else { return };
+    let c = Cluster::up(1);
+    let ex = Example::new();
+    install(&ex, &wheel);
+    let log = c.dir().join("node1/sshd.log");
+    let sessions = || std::fs::read_to_string(&log).unwrap().matches("Starting session").count();
+    let addopts = format!("--cloud-node=node1 --cloud-ssh-config={}", c.ssh_config().display());
+    let before = sessions();
+    for (arg, shown) in [("--help", "--cloud-node=NODE"), ("--markers", "@pytest.mark.geometry"), ("--fixtures", "tmp_path")] {
+        let out = Command::new(ex.root().join(".venv/bin/pytest"))
+            .arg(arg)
+            .env("PYTEST_ADDOPTS", &addopts)
+            .env_remove("VIRTUAL_ENV")
+            .current_dir(ex.root())
+            .output()
+            .unwrap();
+        let text = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{arg}: {text}");
+        assert!(text.contains(shown), "{arg} shows {shown}: {text}");
+        assert_eq!(sessions(), before, "{arg} opened an ssh session on node1: {text}");
+    }
+    // The check can fail: a run that does use the node shows in the same log.
+    let out = Command::new(ex.root().join(".venv/bin/pytest"))
+        .args(["tests/", "-q", "-k", "circle"])
+        .env("PYTEST_ADDOPTS", &addopts)
+        .env_remove("VIRTUAL_ENV")
+        .current_dir(ex.root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(sessions() > before, "a real run opens sessions on node1: {}", text(&out));
+}
