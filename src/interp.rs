@@ -56,7 +56,7 @@ pub fn implementation_name(i: &str) -> String {
     }
 }
 
-fn major_minor(v: &str) -> Option<(u32, u32)> {
+pub fn major_minor(v: &str) -> Option<(u32, u32)> {
     let mut it = v.split('.');
     Some((it.next()?.parse().ok()?, it.next()?.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()?))
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cmd;
 pub mod engine;
 pub mod envsupply;
+pub mod envbuild;
 pub mod error;
 pub mod interp;
 pub mod interrupt;
