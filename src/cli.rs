@@ -160,6 +160,11 @@ pub struct SyncArgs {
     /// adds to ini `cloud_develop_eggs`.
     #[arg(long = "develop-egg", value_name = "PATH")]
     pub develop_egg: Vec<PathBuf>,
+    /// How each node gets its environment: sync (the venv travels with the project), build
+    /// (the node builds one with uv for its own Python, cached there), auto (sync where the
+    /// venv fits the node, build where it does not).
+    #[arg(long, value_name = "auto|sync|build", default_value = "auto", value_parser = crate::envbuild::EnvMode::parse)]
+    pub env: crate::envbuild::EnvMode,
     /// Wait this long for another run's lock on a node's directory before dropping the node.
     #[arg(long, value_name = "SECS", default_value_t = options::DEFAULT_LOCK_WAIT_S)]
     pub lock_wait: u64,

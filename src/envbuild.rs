@@ -49,15 +49,7 @@ impl EnvMode {
     }
 }
 
-/// How a node gets its environment. Strings on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// The project's venv travels with the sources (rebased where needed).
-    Sync,
-    /// The node builds an env with uv for its own interpreter, cached under a key.
-    Build,
-}
+pub use crate::schema::EnvStrategy as Strategy;
 
 /// The node's strategy, decided before anything is written to it. `fits` is whether the
 /// venv can run there (`interp::choose`). Err: the node cannot be used (the reason).
@@ -521,6 +513,7 @@ mod tests {
             mem_total_bytes: 1,
             mem_available_bytes: 1,
             rsync_version: Some("3.2.7".into()),
+            uv: vec![],
             pythons: pythons.iter().map(|(n, p, v)| (n.to_string(), PythonInfo { path: p.to_string(), version: v.to_string(), abi: Some(abi()) })).collect::<BTreeMap<_, _>>(),
         }
     }

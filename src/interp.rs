@@ -397,6 +397,7 @@ mod tests {
             mem_total_bytes: 1,
             mem_available_bytes: 1,
             rsync_version: Some("3.2.7".into()),
+            uv: vec![],
             pythons: pythons
                 .iter()
                 .map(|(n, p, v, a)| (n.to_string(), PythonInfo { path: p.to_string(), version: v.to_string(), abi: a.clone() }))

@@ -63,6 +63,8 @@ pub fn argv(spec: &Spec) -> Vec<String> {
     }
     match &spec.jobs {
         Jobs::Template(command) => {
+            // A line's tab-separated columns are {1}, {2}, ...; {} is the whole line.
+            v.extend(["--colsep".to_string(), "\t".to_string()]);
             v.push("-q".into());
             v.extend(command.iter().cloned());
         }

@@ -59,6 +59,13 @@ for m in /lib/ld-musl-*.so.1; do
     [ -x "$m" ] && echo "musl=$("$m" 2>&1 | sed -n 's/^Version //p')"
     break
 done
+# uv, for a node that builds its own env (src/envbuild.rs): the one on PATH and those
+# pytest-cloud sent earlier (~/.cache/pytest-cloud/bin/uv-VERSION), with their versions.
+for u in "$(command -v uv 2>/dev/null)" "$HOME"/.cache/pytest-cloud/bin/uv-*; do
+    case "$u" in "" | *.part) continue ;; esac
+    [ -f "$u" ] && [ -x "$u" ] || continue
+    echo "uv=$u	$("$u" --version 2>/dev/null | head -n 1)"
+done
 abi_code=$1
 shift
 # Candidates: the names asked for, then every python3.N on PATH (a venv made from any 3.N

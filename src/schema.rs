@@ -87,6 +87,9 @@ pub enum ErrorKind {
     Locked,
     /// Installing a develop egg on the node failed.
     DevelopFailed,
+    /// The node could not build its own env (`--env build`, or `auto` where the venv does not
+    /// fit): a package without a wheel for it, no index, no uv.
+    EnvBuildFailed,
 }
 
 impl ErrorKind {
@@ -127,6 +130,18 @@ pub struct Facts {
     pub rsync_version: Option<String>,
     /// Interpreter name -> where it is and its version, for each one found.
     pub pythons: BTreeMap<String, PythonInfo>,
+    /// The uv binaries found (on PATH, and those pytest-cloud sent earlier), for a node that
+    /// builds its own env; absent in documents from older probes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uv: Vec<UvInfo>,
+}
+
+/// A uv binary on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UvInfo {
+    pub path: String,
+    /// `0.13.9`.
+    pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +287,9 @@ pub struct SyncedNode {
     /// The interpreter the synced virtualenv runs on this node; None without a virtualenv.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<NodeInterpreter>,
+    /// The node's environment: synced, or built there; None without a virtualenv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<NodeEnv>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
     /// The shared base rsync updated (`<home>/<chdir>`); `remote_dir` is then the run's own
@@ -286,6 +304,53 @@ pub struct SyncedNode {
     /// (renewing or releasing it checks that it is still this one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+}
+
+/// How a node gets its environment (share/doc/sync.md, "Which environment runs on a node").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvStrategy {
+    /// The project's venv travels with the sources (rebased where needed).
+    Sync,
+    /// The node builds an env with uv for its own interpreter, cached under a key.
+    Build,
+}
+
+/// The environment a synced node runs: its strategy and, for `build`, what was built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEnv {
+    pub strategy: EnvStrategy,
+    /// The cache key (`build`): sha256 of what is installed, the interpreter and uv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Where the requirements came from: `uv.lock`, `pylock.toml` or `venv` (its installed
+    /// distributions, pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The env on the node (`<home>/.cache/pytest-cloud/envs/<key>`); the run tree's
+    /// `<virtualenv_path>` links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The node's interpreter it was built for, and its version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_version: Option<String>,
+    /// The uv that built it: `node` (the node's own) or `supplied` (sent by the controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uv_version: Option<String>,
+    /// This run built it (false: the node had it already, or another run built it meanwhile).
+    #[serde(default)]
+    pub built: bool,
+    /// Milliseconds the build took on the node (when built).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ms: Option<u64>,
+    /// Distributions of the venv that could not be pinned (installed from a local file or
+    /// directory), left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// The base interpreter a node's copy of the virtualenv was pointed at (share/doc/sync.md).

@@ -270,6 +270,8 @@ preflight)
         end
     fi
     [ -n "$runs" ] && runs_list "$runs"
+    # A node that builds its own env: is it there (src/engine/sync/build.rs)?
+    command -v env_preflight >/dev/null 2>&1 && env_preflight
     # Under the lock the state may have changed (another run finished in between).
     state=$(target_state)
     case "$state" in
@@ -309,6 +311,10 @@ finish)
     sweep=$1 n=$2
     shift 2
     [ -f "$dir/$marker" ] || { release; echo "error=the marker $dir/$marker is gone"; end; }
+    # A node that built its own env: DIR's venv becomes a link to it (src/engine/sync/build.rs).
+    if command -v env_attach >/dev/null 2>&1; then
+        env_attach "$dir" || { release; echo "error=cannot link the node's env into $dir"; end; }
+    fi
     if [ -n "$rebase" ]; then
         if rebase_venv "$dir"; then echo "rebase=done"; else release; echo "error=the virtualenv could not be pointed at this node's interpreter"; end; fi
     fi

@@ -74,6 +74,7 @@ pub fn split_args(args: &[String]) -> Result<(CloudOptions, Vec<String>)> {
             }
             "--cloud-nodes" => o.nodes.extend(value.split_whitespace().map(String::from)),
             "--cloud-python" => o.python = Some(value),
+            "--cloud-env" => o.env = crate::envbuild::EnvMode::parse(value.trim()).map_err(|m| Error::usage(format!("{name} {m}")))?,
             "--cloud-chdir" => o.chdir = Some(value),
             "--cloud-virtualenv-path" => o.virtualenv_path = Some(value.into()),
             "--cloud-mem-per-process" => o.mem_per_process_mb = Some(num(&value)?),

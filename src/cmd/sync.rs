@@ -41,6 +41,7 @@ pub fn run(args: &SyncArgs, out: &mut dyn Write) -> Result<Outcome> {
         lock_wait: Duration::from_secs(args.lock_wait),
         live_progress: tty,
         lease_ttl_min: args.keep_minutes,
+        env: args.env,
         ..SyncOptions::default()
     };
     interrupt::install();

@@ -170,6 +170,7 @@ mod tests {
             mem_total_bytes: avail_mib << 21,
             mem_available_bytes: avail_mib << 20,
             rsync_version: Some("3.2.7".into()),
+            uv: vec![],
             pythons: BTreeMap::from([("python3".into(), schema::PythonInfo { path: "/usr/bin/python3".into(), version: "3.11.2".into(), abi: None })]),
         }
     }

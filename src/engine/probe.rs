@@ -180,6 +180,15 @@ pub fn parse_facts(text: &str) -> std::result::Result<Facts, (ErrorKind, String)
         mem_available_bytes: avail,
         rsync_version: kv.get("rsync").and_then(|v| v.first()).filter(|s| !s.is_empty()).map(|s| s.to_string()),
         pythons,
+        uv: kv
+            .get("uv")
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                let (path, words) = l.split_once('\t')?;
+                Some(crate::schema::UvInfo { path: path.to_string(), version: crate::envbuild::uv_version(words)? })
+            })
+            .collect(),
     })
 }
 

@@ -26,6 +26,7 @@ pub struct CloudOptions {
     /// `--cloud-node` / `--cloud-nodes` values in the order given.
     pub nodes: Vec<String>,
     pub python: Option<String>,
+    pub env: crate::envbuild::EnvMode,
     pub chdir: Option<String>,
     pub virtualenv_path: Option<PathBuf>,
     pub mem_per_process_mb: Option<u64>,
@@ -174,7 +175,10 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
 
     let mut header = Vec::new();
     for n in &synced.nodes {
-        header.push(node_line(&n.planned, n.interpreter.as_ref()));
+        header.push(match &n.env {
+            Some(e) if e.strategy == schema::EnvStrategy::Build => build_line(&n.planned, e, n.interpreter.as_ref(), &synced),
+            _ => node_line(&n.planned, n.interpreter.as_ref()),
+        });
     }
     for d in &synced.dropped {
         header.push(format!("{}: dropped at {} ({}: {})", d.node, d.stage, d.error_kind.as_str(), one_line(&d.message)));
@@ -257,9 +261,29 @@ pub fn node_line(n: &PlannedNode, interpreter: Option<&schema::NodeInterpreter>)
     format!("{}: {} slots{python}; workers {}", n.node, n.slots, n.workers.join(" "))
 }
 
+/// `node1: 2 slots, env built for CPython 3.11.2 /usr/bin/python3 from uv.lock (your venv: 3.12.1); workers node1-0 node1-1`
+pub fn build_line(n: &PlannedNode, e: &schema::NodeEnv, _interpreter: Option<&schema::NodeInterpreter>, doc: &SyncDoc) -> String {
+    let venv_version = doc
+        .virtualenv_path
+        .as_ref()
+        .and_then(|v| crate::venv::base_interpreter(&Path::new(&doc.source).join(v)).ok())
+        .map(|b| format!(" (your venv: {})", b.version))
+        .unwrap_or_default();
+    let how = if e.built { "env built" } else { "env (cached on the node) built" };
+    format!(
+        "{}: {} slots, {how} for CPython {} {} {}{venv_version}; workers {}",
+        n.node,
+        n.slots,
+        e.python_version.as_deref().unwrap_or("?"),
+        e.python.as_deref().unwrap_or("?"),
+        crate::engine::sync::describe_source(e.source.as_deref().unwrap_or("venv")),
+        n.workers.join(" ")
+    )
+}
+
 fn sync_options(opts: &CloudOptions) -> crate::engine::sync::SyncOptions {
     use crate::engine::sync::SyncOptions;
-    let mut sync_opts = SyncOptions { develop_eggs: opts.develop_eggs.clone(), ..SyncOptions::default() };
+    let mut sync_opts = SyncOptions { develop_eggs: opts.develop_eggs.clone(), env: opts.env, ..SyncOptions::default() };
     if let Some(bw) = opts.rsync_bandwidth_limit_kbps {
         sync_opts.bwlimit_kbps = bw;
     }

@@ -9,6 +9,7 @@
 mod common;
 
 mod envsupply;
+mod envbuild;
 mod exec;
 mod isolation;
 mod launcher;

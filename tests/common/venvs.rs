@@ -192,3 +192,10 @@ fn own_shebangs(venv: &Path) {
         }
     }
 }
+
+/// uv from PyPI for the controller (a fresh Debian machine has none), installed once into a
+/// venv of its own; the tests hand it to pytest-cloud as `$PYTEST_CLOUD_UV`.
+pub fn uv() -> PathBuf {
+    let base = Base { python: PathBuf::from("/usr/bin/python3"), version: version_of(Path::new("/usr/bin/python3")) };
+    template("uv", &base, &["uv>=0.5"]).join("bin/uv")
+}

@@ -21,6 +21,8 @@ pub(super) struct FanoutKey {
     /// rsync's options but the filter file's path (which is the Fanout's own).
     pub(super) rsync_options: Vec<String>,
     pub(super) max_processes: Option<u32>,
+    /// The venv, which a node that builds its own env does not get.
+    pub(super) venv: Option<String>,
 }
 
 impl FanoutKey {
@@ -39,6 +41,7 @@ impl FanoutKey {
             rules: rsync::filter_rules(&super::rebase::managed_rules(root, opts), &opts.excludes, ignore_file.as_deref(), opts.include_git),
             rsync_options: rsync::rsync_options(&spec),
             max_processes: opts.max_processes,
+            venv: opts.venv.clone(),
         }
     }
 }
@@ -57,6 +60,8 @@ pub struct Fanout {
     /// The write end and, in job order (= parallel's sequence number), the runs' indexes.
     pub(super) feed: Mutex<(Option<std::io::PipeWriter>, Vec<usize>)>,
     pub(super) running: Option<parallel::Running>,
+    /// The per-job filter files: (takes the venv, builds its own env).
+    pub(super) filters: (PathBuf, PathBuf),
 }
 
 impl Fanout {
@@ -76,13 +81,20 @@ impl Fanout {
             .map_err(|e| Error::io("creating a temporary directory", e))?;
         let filter_file = tmp.path().join("filters");
         std::fs::write(&filter_file, key.rules.join("\n") + "\n").map_err(|e| Error::io(filter_file.display(), e))?;
-        let mut command = vec!["rsync".to_string()];
+        // Each job's second column is its own filter file, read before the shared one: empty
+        // for a node that takes the venv, the venv excluded (neither sent nor deleted there)
+        // for one that builds its own env (src/engine/sync/build.rs).
+        let (keep, leave) = (tmp.path().join("filters-sync"), tmp.path().join("filters-build"));
+        std::fs::write(&keep, "").map_err(|e| Error::io(keep.display(), e))?;
+        let venv_rule = key.venv.as_deref().map(|v| format!("- /{}\n", v.trim_end_matches('/'))).unwrap_or_default();
+        std::fs::write(&leave, venv_rule).map_err(|e| Error::io(leave.display(), e))?;
+        let mut command = vec!["rsync".to_string(), "--filter=. {2}".to_string()];
         for o in &key.rsync_options {
             command.push(if o.starts_with("--filter=. ") { format!("--filter=. {}", filter_file.display()) } else { o.clone() });
         }
         // The source is the working directory, so no local path passes through parallel's
         // replacement strings.
-        command.extend(["./".to_string(), "{}".to_string()]);
+        command.extend(["./".to_string(), "{1}".to_string()]);
         let joblog = tmp.path().join("joblog");
         let results = tmp.path().join("results");
         let spec = parallel::Spec {
@@ -94,13 +106,15 @@ impl Fanout {
         };
         let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe for GNU parallel", e))?;
         let running = parallel::start(parallel::command(&spec, &key.root), Some(reader))?;
-        Ok(Fanout { key, jobs, tmp: Some(tmp), joblog, results, feed: Mutex::new((Some(writer), Vec::new())), running: Some(running) })
+        Ok(Fanout { key, jobs, tmp: Some(tmp), joblog, results, feed: Mutex::new((Some(writer), Vec::new())), running: Some(running), filters: (keep, leave) })
     }
 
-    /// Queues run `index`'s rsync to `destination`; false when parallel no longer reads.
-    fn push(&self, index: usize, destination: &str) -> bool {
+    /// Queues run `index`'s rsync to `destination` (without the venv when `no_venv`); false
+    /// when parallel no longer reads.
+    fn push(&self, index: usize, destination: &str, no_venv: bool) -> bool {
+        let filters = if no_venv { &self.filters.1 } else { &self.filters.0 };
         let mut f = self.feed.lock().unwrap_or_else(|p| p.into_inner());
-        let ok = f.0.as_mut().is_some_and(|w| w.write_all(format!("{destination}\n").as_bytes()).is_ok());
+        let ok = f.0.as_mut().is_some_and(|w| w.write_all(format!("{destination}\t{}\n", filters.display()).as_bytes()).is_ok());
         if ok {
             f.1.push(index);
         }
@@ -167,7 +181,9 @@ pub(super) fn preflight_and_transfer(
             if r.alive() && r.locked && !interrupt::requested() {
                 // A failed write (parallel is gone) leaves the node out of the job order;
                 // it is dropped below with parallel's own words.
-                fanout.push(i, &format!("{}:{}/", r.dest.ssh_target(), r.planned.remote_dir));
+                fanout.push(i, &format!("{}:{}/", r.dest.ssh_target(), r.planned.remote_dir), super::build::excludes_venv(r));
+                // A node that builds its own env does so while rsync sends the sources.
+                super::build::ensure_env(r, config, opts);
             }
         });
     });

@@ -24,6 +24,8 @@ pub(super) struct Local {
     /// This run's tree name on every node, and its lease line.
     pub(super) run_id: String,
     pub(super) lease: String,
+    /// What nodes that build their own env install, read when the first one needs it.
+    pub(super) env_spec: std::sync::OnceLock<std::result::Result<super::build::EnvSpec, String>>,
 }
 
 pub(super) struct LocalVenv {
@@ -164,7 +166,7 @@ pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&S
     ));
     let lease = lease::lease_line(&run_id, &hostname, opts.lease_pid, opts.lease_ttl_min, &project::local_user(), &root);
     let pinned_python = plan.options.python_pinned.then(|| plan.options.python.clone());
-    Ok(Local { root, pinned_python, venv: venv.map(|v| v.0), editable, holder, hostname, run_id, lease })
+    Ok(Local { root, pinned_python, venv: venv.map(|v| v.0), editable, holder, hostname, run_id, lease, env_spec: std::sync::OnceLock::new() })
 }
 
 pub(super) fn no_controls(s: &str) -> String {

@@ -22,12 +22,14 @@
 //!
 //! Where the time of a sync goes, and why it is done this way: share/doc/performance.md.
 
+mod build;
 mod fanout;
 mod local;
 mod node;
 mod progress;
 mod rebase;
 
+pub use build::{controller_uv, describe_source};
 pub use fanout::Fanout;
 pub use progress::{Screen, human_bytes};
 
@@ -70,6 +72,8 @@ pub struct SyncOptions {
     /// The project's virtualenv relative to the root (the plan's, when None): the node writes
     /// its managed files itself (src/rebase.rs), so rsync leaves them alone.
     pub venv: Option<String>,
+    /// Which nodes build their own env instead of taking the venv (src/envbuild.rs).
+    pub env: crate::envbuild::EnvMode,
 }
 
 impl Default for SyncOptions {
@@ -88,6 +92,7 @@ impl Default for SyncOptions {
             lease_pid: 0,
             lease_ttl_min: crate::engine::lease::DETACHED_TTL_MIN,
             venv: None,
+            env: crate::envbuild::EnvMode::Auto,
         }
     }
 }
@@ -177,6 +182,7 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
     let mut nodes = Vec::new();
     let mut dropped = plan.dropped.clone();
     for r in runs {
+        let env = build::node_env(&r, &local);
         match (r.dropped, r.rsync) {
             (Some(d), _) => {
                 progress(&SyncEvent::Dropped(&d));
@@ -202,6 +208,7 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
                     rsync_exit: code,
                     warning: r.warning,
                     interpreter: rebase::node_interpreter(&local, r.interpreter.as_ref()),
+                    env,
                 };
                 progress(&SyncEvent::Synced(&n));
                 nodes.push(n);

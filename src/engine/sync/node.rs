@@ -45,6 +45,8 @@ pub(super) struct NodeRun {
     /// has (preflight's `rebased=`): src/engine/sync/rebase.rs.
     pub(super) interpreter: Option<crate::interp::Choice>,
     pub(super) rebased_before: Option<String>,
+    /// The env the node builds for itself instead of taking the venv (src/engine/sync/build.rs).
+    pub(super) build: Option<super::build::NodeBuild>,
 }
 
 impl NodeRun {
@@ -151,6 +153,7 @@ pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
             dropped: None,
             interpreter: None,
             rebased_before: None,
+            build: None,
         });
         if bad_home {
             let r = runs.last_mut().expect("just pushed");
@@ -173,11 +176,11 @@ pub(super) fn inventory_destinations(plan: &Plan) -> Vec<Destination> {
 
 pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &SyncOptions, deadline: Duration, progress: &(dyn Fn(&SyncEvent) + Sync)) {
     r.started = Instant::now();
-    let (py, want) = match super::rebase::choose_interpreter(r, local) {
-        Ok(Some(c)) => (c.path, c.version),
-        Ok(None) => (String::new(), String::new()),
-        Err(why) => return r.drop_with(ErrorKind::PythonMismatch, why),
+    let (py, want) = match super::build::choose(r, local, opts) {
+        Ok(x) => x,
+        Err((kind, why)) => return r.drop_with(kind, why),
     };
+    let env_prelude = super::build::preflight_prelude(r);
     let marker_text = no_controls(&format!(
         "Made by pytest-cloud: mirrors {}:{}. Files not in the source are deleted here on every sync.",
         local.hostname,
@@ -193,7 +196,7 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
         // From here until a whole answer says otherwise, the lock may be ours: the node may
         // have made it just before ssh died or hit its deadline.
         r.may_hold = true;
-        let reply = match remote::sync_script(config, &r.dest, "", "preflight", &args, deadline) {
+        let reply = match remote::sync_script(config, &r.dest, &env_prelude, "preflight", &args, deadline) {
             Ok(x) => x,
             Err(e) => {
                 r.may_hold = false; // ssh did not start: nothing reached the node
@@ -257,6 +260,7 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                 r.clean_before = reply.get("clean") == Some("1");
                 r.run_entries = lease::parse_entries(&reply.kv);
                 r.rebased_before = reply.get("rebased").map(String::from);
+                super::build::read_preflight(r, &reply);
                 return;
             }
             Some("held") => {
@@ -346,9 +350,11 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
     if !r.alive() {
         return release_lock(r, config, local, deadline);
     }
-    let (pth, python) = match &local.venv {
-        Some(v) => (v.pth.clone().unwrap_or_default(), format!("{}/bin/python", v.rel)),
-        None => (String::new(), String::new()),
+    let built = super::build::finish_parts(r);
+    let (pth, python) = match (&built, &local.venv) {
+        (Some((pth, python, _)), _) => (pth.clone(), python.clone()),
+        (None, Some(v)) => (v.pth.clone().unwrap_or_default(), format!("{}/bin/python", v.rel)),
+        (None, None) => (String::new(), String::new()),
     };
     let entries = pth_lines(&pth, &local.editable);
     let (sweep, deleted_py) = cleanup_scope(r.clean_before, r.deleted.as_deref());
@@ -356,7 +362,10 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
     let runs = lease::runs_dir(&dir);
     let reap = lease::to_reap(&r.run_entries, &local.run_id, &local.hostname);
     let nreap = reap.len().to_string();
-    let (rebase, prelude) = super::rebase::rebase_code(r, local);
+    let (rebase, mut prelude) = super::rebase::rebase_code(r, local);
+    if let Some((_, _, attach)) = built {
+        prelude.push_str(&attach);
+    }
     let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python, &rebase, &runs, &local.run_id, &local.lease, &nreap];
     for e in &reap {
         args.push(&e.id);

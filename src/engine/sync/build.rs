@@ -1,0 +1,375 @@
+//! Sync's part of a node-built env (`src/envbuild.rs`, `src/env_node.sh`): each node's
+//! strategy chosen before anything is written (`choose`, from the pre-flight), the env's key
+//! checked in the pre-flight's round trip (`preflight_prelude`), the build when the node does
+//! not have it (`ensure_env`, while rsync sends the sources, which leave the venv at home for
+//! such a node), and the link `<base>/<venv> -> <env>` made by `finish` (`finish_prelude`),
+//! which every run tree then copies as a link.
+
+use super::SyncOptions;
+use super::local::Local;
+use super::node::NodeRun;
+use crate::envbuild::{self, EnvFile, Requirements, Strategy};
+use crate::error::{Error, Result};
+use crate::interp::Choice;
+use crate::proc::Cmd;
+use crate::schema::{ErrorKind, NodeEnv};
+use crate::{remote, ssh};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The node-side script of a build.
+pub const ENV_SCRIPT: &str = include_str!("../../env_node.sh");
+
+/// How long a run waits for another run building the same env.
+const BUILD_WAIT_S: u64 = 900;
+
+/// What every build node installs, read once per sync (only when some node builds).
+pub(super) struct EnvSpec {
+    req: Requirements,
+    dists: Vec<envbuild::Dist>,
+}
+
+/// A uv binary on the controller (the supplied one for a node of this platform).
+#[derive(Debug, Clone)]
+pub struct LocalUv {
+    pub path: PathBuf,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// The uv a build node uses.
+#[derive(Debug, Clone)]
+pub(super) enum UvUse {
+    /// The node's own (new enough), or one sent by an earlier run (checked then).
+    Node { path: String, version: String },
+    /// Sent now: the controller's binary for the node's platform, to `path.part`.
+    Send { local: LocalUv, path: String },
+}
+
+impl UvUse {
+    fn version(&self) -> &str {
+        match self {
+            UvUse::Node { version, .. } => version,
+            UvUse::Send { local, .. } => &local.version,
+        }
+    }
+    fn path(&self) -> &str {
+        match self {
+            UvUse::Node { path, .. } | UvUse::Send { path, .. } => path,
+        }
+    }
+}
+
+/// A build node's env.
+pub(super) struct NodeBuild {
+    python: Choice,
+    key: String,
+    envs: String,
+    env_dir: String,
+    venv_rel: String,
+    site_rel: String,
+    files: Vec<EnvFile>,
+    /// The requirements file's text.
+    requirements: String,
+    uv: UvUse,
+    /// The pre-flight found it complete.
+    ready: bool,
+    built: bool,
+    build_ms: Option<u64>,
+}
+
+/// The controller's own uv: `$PYTEST_CLOUD_UV`, beside the running venv's python, on PATH.
+pub fn controller_uv() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PYTEST_CLOUD_UV").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
+        let p = PathBuf::from(v).join("bin/uv");
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    crate::proc::on_path("uv")
+}
+
+/// The uv binary for a node of `os`/`machine`/`libc` on this controller: the controller's own
+/// when the node's platform is this one's. (The download of other platforms' binaries from
+/// PyPI is `envsupply::uv_for`, which this calls once it is merged.)
+fn supplied_uv(os: &str, machine: &str, libc: &str) -> std::result::Result<LocalUv, String> {
+    let here_os = match std::env::consts::OS {
+        "macos" => "darwin",
+        o => o,
+    };
+    let same = os == here_os && machine == std::env::consts::ARCH && (os != "linux" || libc.starts_with("glibc") == cfg!(target_env = "gnu"));
+    if !same {
+        return Err(format!(
+            "the node ({machine} {os} {libc}) has no uv {}.{}.{} or newer, and this controller can supply uv only for its own platform; install uv on the node (python3 -m pip install --user uv)",
+            envbuild::MIN_NODE_UV.0, envbuild::MIN_NODE_UV.1, envbuild::MIN_NODE_UV.2
+        ));
+    }
+    let path = controller_uv().ok_or_else(|| {
+        "the node has no uv, and none was found on this controller to send it ($PYTEST_CLOUD_UV, beside the venv's python, PATH); install uv here (python3 -m pip install uv) or on the node".to_string()
+    })?;
+    local_uv(&path).map_err(|e| e.message)
+}
+
+fn local_uv(path: &Path) -> Result<LocalUv> {
+    use sha2::Digest;
+    let out = Cmd::new([path.as_os_str(), "--version".as_ref()]).deadline(Duration::from_secs(20)).checked()?;
+    let version = envbuild::uv_version(&out.stdout_str()).ok_or_else(|| Error::bad_input(format!("{} --version printed {:?}", path.display(), out.stdout_str())))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+    let sha256 = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    Ok(LocalUv { path: path.to_path_buf(), version, sha256 })
+}
+
+fn spec(local: &Local) -> std::result::Result<&EnvSpec, String> {
+    local
+        .env_spec
+        .get_or_init(|| {
+            let v = local.venv.as_ref().ok_or("the project has no virtualenv to build an env from")?;
+            let abs = local.root.join(&v.rel);
+            let sites: Vec<PathBuf> = crate::venv::site_packages(&abs).into_iter().map(|s| abs.join(s)).collect();
+            let req = envbuild::requirements(&local.root, &sites, controller_uv().as_deref()).map_err(|e| e.message)?;
+            Ok(EnvSpec { req, dists: envbuild::installed(&sites) })
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+/// The node's strategy and the interpreter the pre-flight checks: (path, version), empty
+/// without a venv. Err: the node is dropped, with why.
+pub(super) fn choose(r: &mut NodeRun, local: &Local, opts: &SyncOptions) -> std::result::Result<(String, String), (ErrorKind, String)> {
+    let fits = match super::rebase::choose_interpreter(r, local) {
+        Ok(None) => return Ok((String::new(), String::new())),
+        Ok(Some(c)) => Ok(c),
+        Err(why) => Err(why),
+    };
+    let why_not = fits.as_ref().err().cloned();
+    match envbuild::choose_strategy(opts.env, fits.as_ref().map(|_| ()).map_err(|e| e.clone())) {
+        Err(msg) => return Err((ErrorKind::PythonMismatch, msg)),
+        Ok(Strategy::Sync) => {
+            let c = fits.expect("sync is chosen only where the venv fits");
+            return Ok((c.path, c.version));
+        }
+        Ok(Strategy::Build) => r.interpreter = None,
+    }
+    let fail = |e: String| {
+        let also = why_not.as_ref().map(|w| format!(" (the venv cannot travel there: {w})")).unwrap_or_default();
+        (ErrorKind::EnvBuildFailed, format!("{e}{also}"))
+    };
+    let v = local.venv.as_ref().ok_or_else(|| fail("no virtualenv".into()))?;
+    let python = envbuild::build_interpreter(&r.facts, local.pinned_python.as_deref(), &v.base.version).map_err(fail)?;
+    let spec = spec(local).map_err(fail)?;
+    let abi = &python.abi;
+    let own = r.facts.uv.iter().filter(|u| envbuild::new_enough(&u.version)).max_by_key(|u| envbuild::parse_version3(&u.version));
+    let uv = match own {
+        Some(u) => UvUse::Node { path: u.path.clone(), version: u.version.clone() },
+        None => {
+            let l = supplied_uv(&abi.platform, &abi.machine, &abi.libc).map_err(fail)?;
+            let path = format!("{}/.cache/pytest-cloud/bin/uv-{}", r.facts.home, l.version);
+            UvUse::Send { local: l, path }
+        }
+    };
+    let site_rel = envbuild::site_rel(&python.version);
+    let pth = format!("{}/{site_rel}/{}", v.rel, crate::venv::EDITABLE_PTH);
+    let files = envbuild::editable_overlay(&spec.dists, &site_rel, &super::node::pth_lines(&pth, &local.editable));
+    let key = envbuild::env_key(&spec.req, &files, &python, uv.version());
+    let envs = format!("{}/.cache/pytest-cloud/envs", r.facts.home);
+    let (path, version) = (python.path.clone(), python.version.clone());
+    r.build = Some(NodeBuild {
+        env_dir: format!("{envs}/{key}"),
+        envs,
+        key,
+        python,
+        venv_rel: v.rel.clone(),
+        site_rel,
+        files,
+        requirements: spec.req.lines.join("\n"),
+        uv,
+        ready: false,
+        built: false,
+        build_ms: None,
+    });
+    Ok((path, version))
+}
+
+/// Shell code for the pre-flight: `env_preflight` says whether the node has the env (and
+/// renews its age, which pruning reads). Empty for a node that syncs its venv.
+pub(super) fn preflight_prelude(r: &NodeRun) -> String {
+    let Some(b) = &r.build else { return String::new() };
+    let m = shell_words::quote(&format!("{}/.pytest-cloud-env", b.env_dir)).into_owned();
+    format!("env_preflight() {{\n    if [ -f {m} ]; then touch -c {m}; echo env=ready; else echo env=missing; fi\n}}\n")
+}
+
+pub(super) fn read_preflight(r: &mut NodeRun, reply: &remote::Reply) {
+    if let Some(b) = &mut r.build {
+        b.ready = reply.get("env") == Some("ready");
+    }
+}
+
+/// rsync's extra filter for this node: a build node's venv stays at home (and its link on the
+/// node is left alone).
+pub(super) fn excludes_venv(r: &NodeRun) -> bool {
+    r.build.is_some()
+}
+
+/// Builds the node's env unless the pre-flight found it: sends uv first when the node has
+/// none, then one round trip (`env_node.sh build`). A failure drops the node only.
+pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, opts: &SyncOptions) {
+    let Some(b) = &r.build else { return };
+    if b.ready || !r.alive() {
+        return;
+    }
+    let started = Instant::now();
+    let mut uvsha = String::new();
+    if let UvUse::Send { local, path } = &b.uv {
+        let rsh = ssh::rsync_rsh(config, opts.cipher.as_deref());
+        let dir = Path::new(path).parent().map(|p| p.display().to_string()).unwrap_or_default();
+        let mkdir = format!("mkdir -p {} && rsync", shell_words::quote(&dir));
+        let out = Cmd::new([
+            "rsync".to_string(),
+            "-t".into(),
+            "-e".into(),
+            rsh,
+            format!("--rsync-path={mkdir}"),
+            local.path.display().to_string(),
+            format!("{}:{}.part", r.dest.ssh_target(), path),
+        ])
+        .deadline(Duration::from_secs(600))
+        .output();
+        match out {
+            Ok(o) if o.status.success() => uvsha = local.sha256.clone(),
+            Ok(o) => return r.drop_with(ErrorKind::EnvBuildFailed, format!("could not send uv {} to the node: {}", local.version, o.stderr_trimmed())),
+            Err(e) => return r.drop_with(ErrorKind::EnvBuildFailed, format!("could not send uv to the node: {}", e.message)),
+        }
+    }
+    let prelude = build_prelude(b);
+    let wait = BUILD_WAIT_S.to_string();
+    let words = ["build", &b.envs, &b.key, &b.python.path, b.uv.path(), &uvsha, &wait];
+    let reply = remote::run(config, &r.dest, &prelude, ENV_SCRIPT, &words, Duration::from_secs(BUILD_WAIT_S + 1800));
+    let reply = match reply {
+        Ok(x) => x,
+        Err(e) => return r.drop_with(ErrorKind::EnvBuildFailed, e.message),
+    };
+    if let Some((kind, msg)) = reply.failure("env_node_end") {
+        let kind = if kind == ErrorKind::SyncFailed { ErrorKind::EnvBuildFailed } else { kind };
+        return r.drop_with(kind, format!("building the env: {msg}"));
+    }
+    if let Some(e) = reply.get("error") {
+        return r.drop_with(ErrorKind::EnvBuildFailed, e.to_string());
+    }
+    match reply.get("env") {
+        Some("ready") => {}
+        Some("built") => {
+            let b = r.build.as_mut().expect("checked above");
+            b.built = true;
+            b.build_ms = Some(started.elapsed().as_millis() as u64);
+        }
+        _ => {
+            let msg: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "env_message").map(|(_, v)| v.as_str()).collect();
+            let text = msg.join("\n");
+            let b = r.build.as_ref().expect("checked above");
+            let what = envbuild::failing_package(&text).map(|p| format!("{p} cannot be installed there")).unwrap_or_else(|| "uv could not install the requirements".into());
+            let abi = &b.python.abi;
+            let tail: Vec<&str> = msg.iter().rev().take(6).rev().copied().collect();
+            let msg = format!(
+                "{what} (the node's CPython {} {}, {} {}): {}. The other nodes go on; give the package a wheel for that platform (or an sdist that builds there), pin a version that has one, or leave the node out",
+                b.python.version,
+                b.python.path,
+                abi.machine,
+                if abi.libc.is_empty() { abi.platform.clone() } else { format!("{} {}", abi.platform, abi.libc) },
+                tail.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ")
+            );
+            r.drop_with(ErrorKind::EnvBuildFailed, msg)
+        }
+    }
+}
+
+/// `env_requirements` and `env_overlay DIR` for the build script, with put_file.
+fn build_prelude(b: &NodeBuild) -> String {
+    let heredoc = |content: &str| {
+        let mut content = content.to_string();
+        if !content.ends_with('\n') {
+            content.push('\n');
+        }
+        let mut delim = format!("PYTEST_CLOUD_EOF_{:016x}", crate::ssh::fnv1a(content.as_bytes()));
+        while content.lines().any(|l| l == delim) {
+            delim.push('_');
+        }
+        (delim, content)
+    };
+    let (d, c) = heredoc(&b.requirements);
+    let mut s = format!("{}\nenv_requirements() {{\n    cat <<'{d}'\n{c}{d}\n}}\nenv_overlay() {{\n", crate::rebase::NODE_LIB);
+    for f in &b.files {
+        let dir = Path::new(&f.rel).parent().map(|p| p.display().to_string()).unwrap_or_default();
+        if !dir.is_empty() {
+            s.push_str(&format!("    mkdir -p -- \"$1\"/{} || return 1\n", shell_words::quote(&dir)));
+        }
+        let (d, c) = heredoc(&f.content);
+        s.push_str(&format!("    put_file \"$1\"/{} {:o} <<'{d}' || return 1\n{c}{d}\n", shell_words::quote(&f.rel), f.mode));
+    }
+    s.push_str("    return 0\n}\n");
+    s
+}
+
+/// For `finish`: the `.pth` and interpreter paths (relative to the tree) a build node checks,
+/// and the shell code that links `<base>/<venv>` to the env (`env_attach DIR`).
+pub(super) fn finish_parts(r: &NodeRun) -> Option<(String, String, String)> {
+    let b = r.build.as_ref()?;
+    let pth = format!("{}/{}/{}", b.venv_rel, b.site_rel, crate::venv::EDITABLE_PTH);
+    let python = format!("{}/bin/python", b.venv_rel);
+    let q = |s: &str| shell_words::quote(s).into_owned();
+    let code = format!(
+        "env_attach() {{\n    _v=\"$1\"/{rel}\n    [ -L \"$_v\" ] && [ \"$(readlink -- \"$_v\")\" = {env} ] && return 0\n    rm -rf -- \"$_v\" \"$1/{stamp}\" || return 1\n    mkdir -p -- \"$(dirname -- \"$_v\")\" && ln -s -- {env} \"$_v\"\n}}\n",
+        rel = q(&b.venv_rel),
+        env = q(&b.env_dir),
+        stamp = crate::rebase::STAMP,
+    );
+    Some((pth, python, code))
+}
+
+/// The sync document's account of the node's env.
+pub(super) fn node_env(r: &NodeRun, local: &Local) -> Option<NodeEnv> {
+    local.venv.as_ref()?;
+    let Some(b) = &r.build else {
+        return Some(NodeEnv {
+            strategy: Strategy::Sync,
+            key: None,
+            source: None,
+            path: None,
+            python: None,
+            python_version: None,
+            uv: None,
+            uv_version: None,
+            built: false,
+            build_ms: None,
+            skipped: Vec::new(),
+        });
+    };
+    let spec = local.env_spec.get().and_then(|s| s.as_ref().ok());
+    Some(NodeEnv {
+        strategy: Strategy::Build,
+        key: Some(b.key.clone()),
+        source: spec.map(|s| s.req.source.as_str().to_string()),
+        path: Some(b.env_dir.clone()),
+        python: Some(b.python.path.clone()),
+        python_version: Some(b.python.version.clone()),
+        uv: Some(match b.uv {
+            UvUse::Node { .. } => "node".into(),
+            UvUse::Send { .. } => "supplied".into(),
+        }),
+        uv_version: Some(b.uv.version().to_string()),
+        built: b.built,
+        build_ms: b.build_ms,
+        skipped: spec.map(|s| s.req.skipped.clone()).unwrap_or_default(),
+    })
+}
+
+/// For the header: `from uv.lock`.
+pub fn describe_source(source: &str) -> &'static str {
+    match source {
+        "uv.lock" => envbuild::Source::UvLock.describe(),
+        "pylock.toml" => envbuild::Source::Pylock.describe(),
+        _ => envbuild::Source::Venv.describe(),
+    }
+}

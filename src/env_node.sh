@@ -1,0 +1,151 @@
+# pytest-cloud, node side of a node-built env (src/envbuild.rs, src/engine/sync/build.rs):
+# POSIX sh read from stdin by `sh -s -- MODE ARGS...`, after a prelude that defines
+# `env_requirements` (prints the requirements) and `env_overlay DIR` (writes the editable
+# metadata, console scripts and .pth into DIR), with put_file from src/rebase_node.sh.
+# Prints key=value lines; ends with env_node_end=1.
+#
+#   build ENVS KEY PY UV UVSHA WAIT_S
+#       ENVS/KEY is the env; it counts only with its marker ENVS/KEY/.pytest-cloud-env, written
+#       last. Under the lock ENVS/KEY.lock (mkdir, atomic) a partial env is removed and the env
+#       made anew: `UV venv --python PY`, `UV pip install -r` the requirements, env_overlay,
+#       console scripts made relocatable, the marker. A run that finds the lock held waits
+#       (up to WAIT_S seconds) for the marker, so concurrent runs of one key build it once.
+#       UVSHA not empty: UV.part is a binary the controller just sent, checked against that
+#       sha256 and renamed to UV.
+#   prune ENVS MAX_AGE_MIN KEEP_KEY
+#       removes envs whose marker was not touched for MAX_AGE_MIN minutes (renamed first, so a
+#       run that is using one either renewed it or sees it gone), never KEEP_KEY, and partial
+#       envs whose lock is gone and are older than that.
+set -u
+mode=$1
+shift
+env_marker=.pytest-cloud-env
+envs_marker=.pytest-cloud-envs
+
+end() {
+    echo "env_node_end=1"
+    exit 0
+}
+
+sha256_of() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum -- "$1" | cut -d ' ' -f 1
+    else
+        shasum -a 256 -- "$1" | cut -d ' ' -f 1
+    fi
+}
+
+case "$mode" in
+build)
+    envs=$1 key=$2 py=$3 uv=$4 uvsha=$5 wait_s=$6
+    env=$envs/$key
+    lock=$env.lock
+    if [ -e "$envs" ] && [ ! -f "$envs/$envs_marker" ]; then
+        echo "error=$envs exists and was not made by pytest-cloud (no $envs_marker); remove it or let pytest-cloud make it"
+        end
+    fi
+    mkdir -p -- "$envs" || { echo "error=cannot create $envs"; end; }
+    [ -f "$envs/$envs_marker" ] || printf '%s\n' "Made by pytest-cloud: environments built on this node, one per key; unused ones are removed." >"$envs/$envs_marker"
+    if [ -n "$uvsha" ]; then
+        got=$(sha256_of "$uv.part" 2>/dev/null)
+        if [ "$got" != "$uvsha" ]; then
+            rm -f -- "$uv.part"
+            echo "error=the uv binary sent to $uv.part has sha256 ${got:-unreadable}, not $uvsha"
+            end
+        fi
+        chmod 755 "$uv.part" && mv -f -- "$uv.part" "$uv" || { echo "error=cannot install $uv"; end; }
+        echo "uv=installed"
+    fi
+    [ -x "$uv" ] || { echo "error=no uv at $uv"; end; }
+    waited=0
+    while :; do
+        if [ -f "$env/$env_marker" ]; then
+            touch -c -- "$env/$env_marker"
+            echo "env=ready"
+            echo "env_waited_s=$waited"
+            end
+        fi
+        if mkdir -- "$lock" 2>/dev/null; then
+            printf '%s\n' "pid=$$ started_unix=$(date +%s)" >"$lock/holder"
+            break
+        fi
+        if [ -n "$(find "$lock" -prune -mmin +60 2>/dev/null)" ]; then
+            # A builder that died an hour ago: rename first, so one of two runs takes it over.
+            mv -- "$lock" "$lock.stale.$$" 2>/dev/null && rm -rf -- "$lock.stale.$$"
+            continue
+        fi
+        if [ "$waited" -ge "$wait_s" ]; then
+            echo "error=another run has been building $env for ${waited} s (lock $lock: $(cat "$lock/holder" 2>/dev/null)); remove the lock if that run is gone"
+            end
+        fi
+        [ "$waited" -eq 0 ] && echo "env_waiting=1"
+        sleep 1
+        waited=$((waited + 1))
+    done
+    echo "env=building"
+    started=$(date +%s)
+    log=$lock/log
+    # A partial env (no marker: a build that was cut short) is never used: made anew.
+    rm -rf -- "$env"
+    export UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never UV_CACHE_DIR="${PYTEST_CLOUD_UV_CACHE_DIR:-$envs/../uv-cache}" UV_NO_PROGRESS=1
+    # The node's own certificate store, as pip and curl there use it (uv's bundled roots
+    # alone fail behind a proxy whose CA the node trusts: "invalid peer certificate:
+    # UnknownIssuer"); verification stays on. UV_NATIVE_TLS is the older uv's name for it.
+    export UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1
+    unset VIRTUAL_ENV UV_PROJECT_ENVIRONMENT CONDA_PREFIX 2>/dev/null
+    ok=1
+    "$uv" venv --quiet --python "$py" -- "$env" >"$log" 2>&1 || ok=0
+    if [ "$ok" = 1 ]; then
+        env_requirements >"$env/.pytest-cloud-requirements.txt" || ok=0
+    fi
+    if [ "$ok" = 1 ]; then
+        "$uv" pip install --quiet --python "$env/bin/python" -r "$env/.pytest-cloud-requirements.txt" >>"$log" 2>&1 || ok=0
+    fi
+    if [ "$ok" = 0 ]; then
+        echo "env=failed"
+        tail -n 40 -- "$log" 2>/dev/null | sed 's/^/env_message=/'
+        rm -rf -- "$env" "$lock"
+        end
+    fi
+    env_overlay "$env" || { rm -rf -- "$env" "$lock"; echo "env=failed"; echo "env_message=cannot write the editable files into $env"; end; }
+    # Scripts uv wrote run $env/bin/python by its absolute path: a run tree reaches the env
+    # through its own link, and its interpreter must see that path (to import the run tree's
+    # sources). Make them run the python beside the path they were called by.
+    for f in "$env"/bin/*; do
+        [ -f "$f" ] && [ ! -L "$f" ] || continue
+        first=$(head -n 1 -- "$f" 2>/dev/null)
+        case "$first" in
+        "#!$env/bin/python" | "#!$env/bin/python3" | "#!$env/bin/python"[0-9]*)
+            {
+                printf '%s\n' '#!/bin/sh' "'''exec' \"\$(dirname -- \"\$0\")\"/python \"\$0\" \"\$@\"" "' '''"
+                tail -n +2 -- "$f"
+            } >"$f.pytest-cloud-new" && chmod 755 "$f.pytest-cloud-new" && mv -f -- "$f.pytest-cloud-new" "$f"
+            ;;
+        esac
+    done
+    rm -f -- "$env"/bin/activate*
+    printf '%s\n' "key=$key python=$py built_unix=$(date +%s)" >"$env/$env_marker" || { rm -rf -- "$env" "$lock"; echo "error=cannot write $env/$env_marker"; end; }
+    rm -rf -- "$lock"
+    echo "env=built"
+    echo "env_build_s=$(($(date +%s) - started))"
+    end
+    ;;
+prune)
+    envs=$1 age=$2 keep=$3
+    [ -f "$envs/$envs_marker" ] || end
+    for m in "$envs"/*/"$env_marker"; do
+        [ -f "$m" ] || continue
+        d=${m%/*}
+        k=${d##*/}
+        [ "$k" = "$keep" ] && continue
+        [ -e "$d.lock" ] && continue
+        [ -n "$(find "$m" -prune -mmin +"$age" 2>/dev/null)" ] || continue
+        mv -- "$d" "$d.pruned.$$" 2>/dev/null && rm -rf -- "$d.pruned.$$" && echo "pruned=$k"
+    done
+    end
+    ;;
+*)
+    echo "error=unknown mode $mode"
+    end
+    ;;
+esac

@@ -1,0 +1,117 @@
+//! Nodes that build their own env (issue 16): a venv made from CPython 3.12 on the controller,
+//! nodes with 3.11 only. The launcher must run the suite there with the local run's test ids
+//! and outcomes (msgpack's C extension, an editable package and its console script included),
+//! a second run must build nothing, concurrent runs must build one env once, and a fleet
+//! where one node takes the venv and one builds must pass.
+
+use crate::common;
+use common::cluster::Cluster;
+use common::venvs::{self, RebaseProject};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The test ids with their outcomes (`-rA`'s short summary), and pytest's counts line.
+fn outcomes(o: &Output) -> (BTreeSet<String>, String) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let set = out
+        .lines()
+        .filter_map(|l| ["PASSED ", "FAILED ", "ERROR ", "SKIPPED "].iter().find(|w| l.starts_with(**w)).map(|_| l.split(" - ").next().unwrap_or(l).trim().to_string()))
+        .collect();
+    let counts = out
+        .lines()
+        .rev()
+        .find(|l| l.contains(" in ") && (l.contains("passed") || l.contains("failed")))
+        .and_then(|l| l.trim_matches(|c| c == '=' || c == ' ').rsplit_once(" in ").map(|(a, _)| a.to_string()))
+        .unwrap_or_default();
+    (set, counts)
+}
+
+/// pyenv's CPython 3.12.1, or (not on CI) None after saying why the test cannot run here.
+fn base_312(test: &str) -> Option<venvs::Base> {
+    let b = venvs::pyenv_312();
+    if b.is_none() {
+        let why = format!("{test}: no CPython 3.12 here (~/.pyenv/versions/3.12.1/bin/python3 is missing), so there is no venv the 3.11 nodes cannot take");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("SKIPPED {why}");
+    }
+    b
+}
+
+fn cloud(root: &Path, c: &Cluster, nodes: &[String], args: &[&str]) -> Output {
+    Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
+        .arg("pytest")
+        .arg(format!("--cloud-ssh-config={}", c.ssh_config().display()))
+        .args(["--cloud-nodes", &nodes.join(" "), "--cloud-rsync-bandwidth-limit", "0", "--cloud-max-processes", "2"])
+        .args(["-rA", "-p", "no:randomly"])
+        .args(args)
+        .current_dir(root)
+        .env_remove("VIRTUAL_ENV")
+        .env("PYTEST_CLOUD_UV", venvs::uv())
+        .output()
+        .unwrap()
+}
+
+fn local(p: &RebaseProject) -> Output {
+    Command::new(p.python()).args(["-m", "pytest", "-rA", "-p", "no:randomly"]).current_dir(p.root()).output().unwrap()
+}
+
+/// The header line of `node`.
+fn header<'a>(out: &'a str, node: &str) -> &'a str {
+    let start = format!("pytest-cloud: {node}: ");
+    out.lines().find(|l| l.starts_with(&start) && !l.contains("waiting for")).unwrap_or_else(|| panic!("no header line for {node} in:\n{out}"))
+}
+
+/// The envs on the node: (key, marker line) for each complete one.
+fn node_envs(c: &Cluster, node: &str) -> Vec<String> {
+    let o = c.ssh(node, "for m in ~/.cache/pytest-cloud/envs/*/.pytest-cloud-env; do [ -f \"$m\" ] && cat \"$m\"; done; true");
+    String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect()
+}
+
+#[test]
+fn a_312_venv_runs_on_311_nodes_in_envs_they_build_and_a_second_run_builds_nothing() {
+    let Some(base) = base_312("a_312_venv_runs_on_311_nodes_in_envs_they_build") else { return };
+    let template = venvs::template("rebase312", &base, venvs::PACKAGES);
+    let p = RebaseProject::new(&template);
+    let c = Cluster::up(2);
+    let nodes = c.aliases();
+    let l = local(&p);
+    assert_eq!(l.status.code(), Some(1), "the local run has its one failing test:\n{}", text(&l));
+    let (lset, lcounts) = outcomes(&l);
+    assert_eq!(lcounts, "1 failed, 4 passed", "{}", text(&l));
+
+    let r = cloud(p.root(), &c, &nodes, &["--cloud-chdir", "pc_envbuild"]);
+    let out = text(&r);
+    assert_eq!(r.status.code(), l.status.code(), "{out}");
+    assert_eq!(outcomes(&r), (lset.clone(), lcounts.clone()), "{out}");
+    let sys = Command::new("/usr/bin/python3").args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]).output().unwrap();
+    let sys = String::from_utf8_lossy(&sys.stdout).trim().to_string();
+    for n in &nodes {
+        let line = header(&out, n);
+        assert!(
+            line.contains(&format!("env built for CPython {sys} /usr/bin/python3 from your venv's distributions (pinned) (your venv: {})", base.version)),
+            "{line}"
+        );
+        assert!(out.contains(&format!("[{n}-0]")) || out.contains(&format!("[{n}-1]")), "tests ran on {n}'s workers:\n{out}");
+        let envs = node_envs(&c, n);
+        assert_eq!(envs.len(), 1, "{n}: one env: {envs:?}");
+        // The venv did not travel: the node's base has a link where the venv would be.
+        let link = c.ssh(n, "readlink pc_envbuild/.venv");
+        assert!(String::from_utf8_lossy(&link.stdout).contains("/.cache/pytest-cloud/envs/"), "{n}: {}", text(&link));
+    }
+    let before: Vec<Vec<String>> = nodes.iter().map(|n| node_envs(&c, n)).collect();
+
+    let again = cloud(p.root(), &c, &nodes, &["--cloud-chdir", "pc_envbuild"]);
+    let out2 = text(&again);
+    assert_eq!(again.status.code(), l.status.code(), "{out2}");
+    assert_eq!(outcomes(&again), (lset, lcounts), "{out2}");
+    for (i, n) in nodes.iter().enumerate() {
+        let line = header(&out2, n);
+        assert!(line.contains("env (cached on the node) built for"), "the second run built nothing on {n}: {line}");
+        assert_eq!(node_envs(&c, n), before[i], "{n}: the same env, not rebuilt (its marker names when it was built)");
+    }
+}
