@@ -47,7 +47,7 @@ fn cloud(root: &Path, c: &Cluster, nodes: &[String], args: &[&str]) -> Output {
         .arg("pytest")
         .arg(format!("--cloud-ssh-config={}", c.ssh_config().display()))
         .args(["--cloud-nodes", &nodes.join(" "), "--cloud-rsync-bandwidth-limit", "0", "--cloud-max-processes", "2"])
-        .args(["-rA", "-p", "no:randomly"])
+        .args(["-rA", "-v", "-p", "no:randomly"])
         .args(args)
         .current_dir(root)
         .env_remove("VIRTUAL_ENV")

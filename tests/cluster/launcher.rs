@@ -489,7 +489,8 @@ fn a_312_venv_and_nodes_with_311_only_every_node_dropped_with_the_reason_and_not
     let template = venvs::template("rebase312", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
     let c = Cluster::up(2);
-    let r = cloud_in(p.root(), &c, &["--cloud-chdir", "pc_rebase312"]);
+    // `--cloud-env sync`: the venv must travel (auto would build an env there: envbuild.rs).
+    let r = cloud_in(p.root(), &c, &["--cloud-chdir", "pc_rebase312", "--cloud-env", "sync"]);
     let out = text(&r);
     assert_eq!(r.status.code(), Some(69), "{out}");
     let need = format!("the virtualenv needs CPython 3.12, cp312, {} linux-gnu", std::env::consts::ARCH);
@@ -498,6 +499,7 @@ fn a_312_venv_and_nodes_with_311_only_every_node_dropped_with_the_reason_and_not
         let line = out.lines().find(|l| l.starts_with(&format!("pytest-cloud: {a}: dropped at sync (python_mismatch: "))).unwrap_or_else(|| panic!("{a} not dropped:\n{out}"));
         assert!(line.contains(&need), "names what the venv needs: {line}");
         assert!(line.contains(&format!("/usr/bin/python3 (CPython {sys}): another minor version")), "names each candidate and why: {line}");
+        assert!(line.contains("--env build (--cloud-env build)"), "says how the node could build its own: {line}");
         let left = c.ssh(a, "ls -d pc_rebase312* 2>/dev/null; true");
         assert_eq!(String::from_utf8_lossy(&left.stdout), "", "{a}: nothing written");
     }

@@ -258,7 +258,8 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, opts: &SyncOptions) {
     if let Some(e) = reply.get("error") {
         return r.drop_with(ErrorKind::EnvBuildFailed, e.to_string());
     }
-    match reply.get("env") {
+    // The last word counts: `env=building` comes first when this run builds.
+    match reply.kv.iter().rev().find(|(k, _)| k == "env").map(|(_, v)| v.as_str()) {
         Some("ready") => {}
         Some("built") => {
             let b = r.build.as_mut().expect("checked above");
