@@ -4,14 +4,14 @@
 # metadata, console scripts and .pth into DIR), with put_file from src/rebase_node.sh.
 # Prints key=value lines; ends with env_node_end=1.
 #
-#   build ENVS KEY PY UV UVSHA WAIT_S
+#   build ENVS KEY PY UV UVPART UVSHA WAIT_S
 #       ENVS/KEY is the env; it counts only with its marker ENVS/KEY/.pytest-cloud-env, written
 #       last. Under the lock ENVS/KEY.lock (mkdir, atomic) a partial env is removed and the env
 #       made anew: `UV venv --python PY`, `UV pip install -r` the requirements, env_overlay,
 #       console scripts made relocatable, the marker. A run that finds the lock held waits
 #       (up to WAIT_S seconds) for the marker, so concurrent runs of one key build it once.
-#       UVSHA not empty: UV.part is a binary the controller just sent, checked against that
-#       sha256 and renamed to UV.
+#       UVSHA not empty: UVPART is a binary the controller just sent (a name of this run's
+#       own: two runs may send one at once), checked against that sha256 and renamed to UV.
 #   prune ENVS MAX_AGE_MIN KEEP_KEY
 #       removes envs whose marker was not touched for MAX_AGE_MIN minutes (renamed first, so a
 #       run that is using one either renewed it or sees it gone), never KEEP_KEY, and partial
@@ -37,7 +37,7 @@ sha256_of() {
 
 case "$mode" in
 build)
-    envs=$1 key=$2 py=$3 uv=$4 uvsha=$5 wait_s=$6
+    envs=$1 key=$2 py=$3 uv=$4 uvpart=$5 uvsha=$6 wait_s=$7
     env=$envs/$key
     lock=$env.lock
     if [ -e "$envs" ] && [ ! -f "$envs/$envs_marker" ]; then
@@ -47,13 +47,13 @@ build)
     mkdir -p -- "$envs" || { echo "error=cannot create $envs"; end; }
     [ -f "$envs/$envs_marker" ] || printf '%s\n' "Made by pytest-cloud: environments built on this node, one per key; unused ones are removed." >"$envs/$envs_marker"
     if [ -n "$uvsha" ]; then
-        got=$(sha256_of "$uv.part" 2>/dev/null)
+        got=$(sha256_of "$uvpart" 2>/dev/null)
         if [ "$got" != "$uvsha" ]; then
-            rm -f -- "$uv.part"
-            echo "error=the uv binary sent to $uv.part has sha256 ${got:-unreadable}, not $uvsha"
+            rm -f -- "$uvpart"
+            echo "error=the uv binary sent to $uvpart has sha256 ${got:-unreadable}, not $uvsha"
             end
         fi
-        chmod 755 "$uv.part" && mv -f -- "$uv.part" "$uv" || { echo "error=cannot install $uv"; end; }
+        chmod 755 "$uvpart" && mv -f -- "$uvpart" "$uv" || { rm -f -- "$uvpart"; echo "error=cannot install $uv"; end; }
         echo "uv=installed"
     fi
     [ -x "$uv" ] || { echo "error=no uv at $uv"; end; }

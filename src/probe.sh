@@ -62,7 +62,7 @@ done
 # uv, for a node that builds its own env (src/envbuild.rs): the one on PATH and those
 # pytest-cloud sent earlier (~/.cache/pytest-cloud/bin/uv-VERSION), with their versions.
 for u in "$(command -v uv 2>/dev/null)" "$HOME"/.cache/pytest-cloud/bin/uv-*; do
-    case "$u" in "" | *.part) continue ;; esac
+    case "$u" in "" | *.part*) continue ;; esac
     [ -f "$u" ] && [ -x "$u" ] || continue
     echo "uv=$u	$("$u" --version 2>/dev/null | head -n 1)"
 done

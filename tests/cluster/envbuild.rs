@@ -115,3 +115,43 @@ fn a_312_venv_runs_on_311_nodes_in_envs_they_build_and_a_second_run_builds_nothi
         assert_eq!(node_envs(&c, n), before[i], "{n}: the same env, not rebuilt (its marker names when it was built)");
     }
 }
+
+#[test]
+fn two_concurrent_runs_needing_one_new_env_build_it_once() {
+    let Some(base) = base_312("two_concurrent_runs_needing_one_new_env_build_it_once") else { return };
+    let template = venvs::template("rebase312", &base, venvs::PACKAGES);
+    let (a, b) = (RebaseProject::new(&template), RebaseProject::new(&template));
+    let c = Cluster::up(2);
+    let nodes = c.aliases();
+    let spawn = |p: &RebaseProject| {
+        let (root, cfg, nodes) = (p.root().to_path_buf(), c.ssh_config(), nodes.join(" "));
+        std::thread::spawn(move || {
+            Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
+                .arg("pytest")
+                .arg(format!("--cloud-ssh-config={}", cfg.display()))
+                .args(["--cloud-nodes", &nodes, "--cloud-rsync-bandwidth-limit", "0", "--cloud-max-processes", "2", "-rA", "-p", "no:randomly"])
+                .current_dir(&root)
+                .env_remove("VIRTUAL_ENV")
+                .env("PYTEST_CLOUD_UV", venvs::uv())
+                .output()
+                .unwrap()
+        })
+    };
+    let (ta, tb) = (spawn(&a), spawn(&b));
+    let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+    let l = local(&a);
+    let both = format!("{}\n----\n{}", text(&ra), text(&rb));
+    for r in [&ra, &rb] {
+        assert_eq!(r.status.code(), l.status.code(), "{both}");
+        assert_eq!(outcomes(r), outcomes(&l), "{both}");
+    }
+    for n in &nodes {
+        let lines = [header(&text(&ra), n).to_string(), header(&text(&rb), n).to_string()];
+        let built = lines.iter().filter(|l| l.contains(", env built for ")).count();
+        let cached = lines.iter().filter(|l| l.contains(", env (cached on the node) built for ")).count();
+        assert_eq!((built, cached), (1, 1), "{n}: one run built the env, the other used it:\n{lines:?}");
+        assert_eq!(node_envs(&c, n).len(), 1, "{n}");
+        let left = c.ssh(n, "ls -d ~/.cache/pytest-cloud/envs/*.lock 2>/dev/null; true");
+        assert_eq!(String::from_utf8_lossy(&left.stdout), "", "{n}: no build lock left");
+    }
+}

@@ -215,13 +215,17 @@ pub(super) fn excludes_venv(r: &NodeRun) -> bool {
 
 /// Builds the node's env unless the pre-flight found it: sends uv first when the node has
 /// none, then one round trip (`env_node.sh build`). A failure drops the node only.
-pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, opts: &SyncOptions) {
+pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, local: &Local, opts: &SyncOptions) {
     let Some(b) = &r.build else { return };
     if b.ready || !r.alive() {
         return;
     }
     let started = Instant::now();
     let mut uvsha = String::new();
+    let uvpart = match &b.uv {
+        UvUse::Send { path, .. } => format!("{path}.part-{}", local.run_id),
+        UvUse::Node { .. } => String::new(),
+    };
     if let UvUse::Send { local, path } = &b.uv {
         let rsh = ssh::rsync_rsh(config, opts.cipher.as_deref());
         let dir = Path::new(path).parent().map(|p| p.display().to_string()).unwrap_or_default();
@@ -233,7 +237,7 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, opts: &SyncOptions) {
             rsh,
             format!("--rsync-path={mkdir}"),
             local.path.display().to_string(),
-            format!("{}:{}.part", r.dest.ssh_target(), path),
+            format!("{}:{uvpart}", r.dest.ssh_target()),
         ])
         .deadline(Duration::from_secs(600))
         .output();
@@ -245,7 +249,7 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, opts: &SyncOptions) {
     }
     let prelude = build_prelude(b);
     let wait = BUILD_WAIT_S.to_string();
-    let words = ["build", &b.envs, &b.key, &b.python.path, b.uv.path(), &uvsha, &wait];
+    let words = ["build", &b.envs, &b.key, &b.python.path, b.uv.path(), &uvpart, &uvsha, &wait];
     let reply = remote::run(config, &r.dest, &prelude, ENV_SCRIPT, &words, Duration::from_secs(BUILD_WAIT_S + 1800));
     let reply = match reply {
         Ok(x) => x,

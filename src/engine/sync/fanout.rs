@@ -183,7 +183,7 @@ pub(super) fn preflight_and_transfer(
                 // it is dropped below with parallel's own words.
                 fanout.push(i, &format!("{}:{}/", r.dest.ssh_target(), r.planned.remote_dir), super::build::excludes_venv(r));
                 // A node that builds its own env does so while rsync sends the sources.
-                super::build::ensure_env(r, config, opts);
+                super::build::ensure_env(r, config, local, opts);
             }
         });
     });
