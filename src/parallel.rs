@@ -238,7 +238,7 @@ mod tests {
             timeout_s: None,
             jobs: Jobs::Template(vec!["rsync".into(), "{}".into()]),
         };
-        assert_eq!(argv(&spec).join(" "), "parallel --plain --will-cite --jobs 1 --joblog /t/log --results /t/res/{#}/ -q rsync {}");
+        assert_eq!(argv(&spec).join(" "), "parallel --plain --will-cite --jobs 1 --joblog /t/log --results /t/res/{#}/ --colsep \t -q rsync {}");
         let spec = Spec { jobs_at_once: 3, results: None, timeout_s: Some(20), jobs: Jobs::CommandFile("/t/jobs".into()), ..spec };
         assert_eq!(
             argv(&spec).join(" "),

@@ -67,6 +67,7 @@ _arguments "${_arguments_options[@]}" : \
 '--rsync-cipher=[ssh cipher for rsync; "" or "none" leaves the choice to ssh]:CIPHER:_default' \
 '*--exclude=[Do not sync files matching this rsync pattern (also kept on the nodes). Repeatable. More rules, in rsync filter syntax, go in .pytest-cloud-ignore at the project root]:PATTERN:_default' \
 '*--develop-egg=[A package directory inside the project whose sources the nodes import from their synced copy (like \`pip install -e\`, with no pip or index on the node). Repeatable; adds to ini \`cloud_develop_eggs\`]:PATH:_files' \
+'--env=[How each node gets its environment\: sync (the venv travels with the project), build (the node builds one with uv for its own Python, cached there), auto (sync where the venv fits the node, build where it does not)]:auto|sync|build:_default' \
 '--lock-wait=[Wait this long for another run'\''s lock on a node'\''s directory before dropping the node]:SECS:_default' \
 '--keep-minutes=[Keep this run'\''s tree on the nodes this long after the sync (and after each exec that uses it) before a later run may remove it; \`pytest-cloud release\` removes it at once]:MINUTES:_default' \
 '--ssh-config=[ssh config file used for every ssh call (as \`ssh -F\`); default\: ssh'\''s own (~/.ssh/config and /etc/ssh/ssh_config)]:FILE:_files' \
@@ -118,6 +119,7 @@ _arguments "${_arguments_options[@]}" : \
 '*--cloud-node=[node to run tests on\: \[user@\]host\[\:port\] or an ssh alias; repeatable]:VALUE:_default' \
 '*--cloud-nodes=[space-separated nodes; repeatable]:VALUE:_default' \
 '*--cloud-python=[interpreter on the nodes (name or absolute path) the venv must run on; unset\: the first compatible of the venv'\''s own base, python3.X, python3 \[default\: python3\]]:VALUE:_default' \
+'*--cloud-env=[how each node gets its environment\: sync (your venv travels), build (the node builds one with uv for its own Python), auto (sync where the venv fits the node, build where it does not) \[default\: auto\]]:VALUE:_default' \
 '*--cloud-chdir=[directory on the nodes, relative to the remote home \[default\: pytest_<user>_<project>\]]:VALUE:_default' \
 '*--cloud-virtualenv-path=[the project'\''s virtualenv, inside the project \[default\: \$VIRTUAL_ENV, .venv, venv\]]:VALUE:_default' \
 '*--cloud-mem-per-process=[MiB one test process needs; caps processes per node]:VALUE:_default' \

@@ -30,6 +30,14 @@ OPTIONS = json.loads(r'''[
     "plugin": true
   },
   {
+    "name": "--cloud-env",
+    "kind": "text",
+    "metavar": "auto|sync|build",
+    "help": "how each node gets its environment: sync (your venv travels), build (the node builds one with uv for its own Python), auto (sync where the venv fits the node, build where it does not)",
+    "default": "auto",
+    "plugin": true
+  },
+  {
     "name": "--cloud-chdir",
     "kind": "text",
     "metavar": "DIR",
