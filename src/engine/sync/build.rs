@@ -158,7 +158,8 @@ pub(super) fn choose(r: &mut NodeRun, local: &Local, opts: &SyncOptions) -> std:
         (ErrorKind::EnvBuildFailed, format!("{e}{also}"))
     };
     let v = local.venv.as_ref().ok_or_else(|| fail("no virtualenv".into()))?;
-    let python = envbuild::build_interpreter(&r.facts, local.pinned_python.as_deref(), &v.base.version).map_err(fail)?;
+    // No interpreter to build for is the same fault as none to take the venv: python_mismatch.
+    let python = envbuild::build_interpreter(&r.facts, local.pinned_python.as_deref(), &v.base.version).map_err(|e| (ErrorKind::PythonMismatch, fail(e).1))?;
     let spec = spec(local).map_err(fail)?;
     let abi = &python.abi;
     let own = r.facts.uv.iter().filter(|u| envbuild::new_enough(&u.version)).max_by_key(|u| envbuild::parse_version3(&u.version));
