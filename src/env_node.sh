@@ -4,12 +4,14 @@
 # metadata, console scripts and .pth into DIR), with put_file from src/rebase_node.sh.
 # Prints key=value lines; ends with env_node_end=1.
 #
-#   build ENVS KEY PY UV UVPART UVSHA WAIT_S
+#   build ENVS KEY PY UV UVPART UVSHA WAIT_S [LINKS]
 #       ENVS/KEY is the env; it counts only with its marker ENVS/KEY/.pytest-cloud-env, written
 #       last. Under the lock ENVS/KEY.lock (mkdir, atomic) a partial env is removed and the env
 #       made anew: `UV venv --python PY`, `UV pip install -r` the requirements, env_overlay,
 #       console scripts made relocatable, the marker. A run that finds the lock held waits
 #       (up to WAIT_S seconds) for the marker, so concurrent runs of one key build it once.
+#       LINKS not empty: install from that directory of wheels only (--no-index
+#       --find-links), for a node that reaches no index.
 #       UVSHA not empty: UVPART is a binary the controller just sent (a name of this run's
 #       own: two runs may send one at once), checked against that sha256 and renamed to UV.
 #   prune ENVS MAX_AGE_MIN KEEP_KEY
@@ -37,7 +39,7 @@ sha256_of() {
 
 case "$mode" in
 build)
-    envs=$1 key=$2 py=$3 uv=$4 uvpart=$5 uvsha=$6 wait_s=$7
+    envs=$1 key=$2 py=$3 uv=$4 uvpart=$5 uvsha=$6 wait_s=$7 links=${8-}
     env=$envs/$key
     lock=$env.lock
     if [ -e "$envs" ] && [ ! -f "$envs/$envs_marker" ]; then
@@ -99,7 +101,11 @@ build)
         env_requirements >"$env/.pytest-cloud-requirements.txt" || ok=0
     fi
     if [ "$ok" = 1 ]; then
-        "$uv" pip install --quiet --python "$env/bin/python" -r "$env/.pytest-cloud-requirements.txt" >>"$log" 2>&1 || ok=0
+        if [ -n "$links" ]; then
+            "$uv" pip install --quiet --python "$env/bin/python" --no-index --find-links "$links" -r "$env/.pytest-cloud-requirements.txt" >>"$log" 2>&1 || ok=0
+        else
+            "$uv" pip install --quiet --python "$env/bin/python" -r "$env/.pytest-cloud-requirements.txt" >>"$log" 2>&1 || ok=0
+        fi
     fi
     if [ "$ok" = 0 ]; then
         echo "env=failed"

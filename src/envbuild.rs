@@ -453,8 +453,6 @@ pub fn site_rel(version: &str) -> String {
     format!("lib/python{ma}.{mi}/site-packages")
 }
 
-/// The oldest uv a node's own may be to be used (`uv venv`, `uv pip install`, `UV_NO_CONFIG`).
-pub const MIN_NODE_UV: (u32, u32, u32) = (0, 5, 0);
 
 /// `uv 0.13.9 (x86_64-unknown-linux-gnu)` -> `0.13.9`.
 pub fn uv_version(text: &str) -> Option<String> {
@@ -469,7 +467,8 @@ pub fn parse_version3(v: &str) -> Option<(u32, u32, u32)> {
 }
 
 pub fn new_enough(version: &str) -> bool {
-    parse_version3(version).is_some_and(|v| v >= MIN_NODE_UV)
+    // The controller's own minimum (the first uv that installs a pylock.toml).
+    parse_version3(version).is_some_and(|v| v >= crate::envsupply::MIN_UV)
 }
 
 /// The package uv names in a failed install ("Because foo==1.2 has no wheels with a matching
@@ -672,7 +671,7 @@ vcs = { type = "git", url = "https://example.org/dep.git", commit-id = "abc123" 
     fn uv_versions_and_failures_are_read_from_its_words() {
         assert_eq!(uv_version("uv 0.13.9 (x86_64-unknown-linux-gnu)\n").as_deref(), Some("0.13.9"));
         assert_eq!(uv_version("uv 0.4.30\n").as_deref(), Some("0.4.30"));
-        assert!(!new_enough("0.4.30") && new_enough("0.5.0") && new_enough("0.13.9"));
+        assert!(!new_enough("0.4.30") && !new_enough("0.6.14") && new_enough("0.6.15") && new_enough("0.13.9"));
         assert_eq!(uv_version("bash: uv: not found"), None);
         let e = "  × No solution found when resolving dependencies:\n  ╰─▶ Because nowheel==1.0 has no wheels with a matching Python ABI tag (e.g., `cp311`), we can conclude that nowheel==1.0 cannot be used.\n";
         assert_eq!(failing_package(e).as_deref(), Some("nowheel==1.0"));

@@ -344,6 +344,9 @@ pub struct NodeEnv {
     /// This run built it (false: the node had it already, or another run built it meanwhile).
     #[serde(default)]
     pub built: bool,
+    /// Built from wheels the controller fetched and sent (the node reached no index).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wheelhouse: bool,
     /// Milliseconds the build took on the node (when built).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_ms: Option<u64>,

@@ -269,7 +269,11 @@ pub fn build_line(n: &PlannedNode, e: &schema::NodeEnv, _interpreter: Option<&sc
         .and_then(|v| crate::venv::base_interpreter(&Path::new(&doc.source).join(v)).ok())
         .map(|b| format!(" (your venv: {})", b.version))
         .unwrap_or_default();
-    let how = if e.built { "env built" } else { "env (cached on the node) built" };
+    let how = match (e.built, e.wheelhouse) {
+        (true, true) => "env built from the controller's wheels (the node reaches no index)",
+        (true, false) => "env built",
+        (false, _) => "env (cached on the node) built",
+    };
     format!(
         "{}: {} slots, {how} for CPython {} {} {}{venv_version}; workers {}",
         n.node,

@@ -155,3 +155,24 @@ fn two_concurrent_runs_needing_one_new_env_build_it_once() {
         assert_eq!(String::from_utf8_lossy(&left.stdout), "", "{n}: no build lock left");
     }
 }
+
+#[test]
+fn a_node_that_reaches_no_index_builds_from_the_controllers_wheels() {
+    let Some(base) = base_312("a_node_that_reaches_no_index_builds_from_the_controllers_wheels") else { return };
+    let template = venvs::template("rebase312", &base, venvs::PACKAGES);
+    let p = RebaseProject::new(&template);
+    let c = Cluster::up(2);
+    let nodes = c.aliases();
+    c.offline("node2");
+    let cut = c.ssh("node2", "/usr/bin/python3 -c \"import urllib.request as u; u.urlopen('https://pypi.org/simple/', timeout=5)\"");
+    assert!(!cut.status.success(), "node2 must not reach PyPI:\n{}", text(&cut));
+    let l = local(&p);
+    let r = cloud(p.root(), &c, &nodes, &[]);
+    let out = text(&r);
+    c.online("node2");
+    assert_eq!(r.status.code(), l.status.code(), "{out}");
+    assert_eq!(outcomes(&r), outcomes(&l), "{out}");
+    assert!(header(&out, "node1").contains(", env built for CPython"), "node1 used its index: {out}");
+    assert!(header(&out, "node2").contains(", env built from the controller's wheels (the node reaches no index) for CPython"), "{out}");
+    assert!(out.contains("[node2-0]") || out.contains("[node2-1]"), "tests ran on node2:\n{out}");
+}

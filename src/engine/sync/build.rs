@@ -9,7 +9,6 @@ use super::SyncOptions;
 use super::local::Local;
 use super::node::NodeRun;
 use crate::envbuild::{self, EnvFile, Requirements, Strategy};
-use crate::error::{Error, Result};
 use crate::interp::Choice;
 use crate::proc::Cmd;
 use crate::schema::{ErrorKind, NodeEnv};
@@ -29,13 +28,7 @@ pub(super) struct EnvSpec {
     dists: Vec<envbuild::Dist>,
 }
 
-/// A uv binary on the controller (the supplied one for a node of this platform).
-#[derive(Debug, Clone)]
-pub struct LocalUv {
-    pub path: PathBuf,
-    pub version: String,
-    pub sha256: String,
-}
+use crate::envsupply::LocalUv;
 
 /// The uv a build node uses.
 #[derive(Debug, Clone)]
@@ -75,51 +68,19 @@ pub(super) struct NodeBuild {
     /// The pre-flight found it complete.
     ready: bool,
     built: bool,
+    /// Built from the controller's wheels (the node reached no index).
+    wheelhouse: bool,
     build_ms: Option<u64>,
 }
 
-/// The controller's own uv: `$PYTEST_CLOUD_UV`, beside the running venv's python, on PATH.
-pub fn controller_uv() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PYTEST_CLOUD_UV").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
-        let p = PathBuf::from(v).join("bin/uv");
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    crate::proc::on_path("uv")
-}
-
-/// The uv binary for a node of `os`/`machine`/`libc` on this controller: the controller's own
-/// when the node's platform is this one's. (The download of other platforms' binaries from
-/// PyPI is `envsupply::uv_for`, which this calls once it is merged.)
-fn supplied_uv(os: &str, machine: &str, libc: &str) -> std::result::Result<LocalUv, String> {
-    let here_os = match std::env::consts::OS {
-        "macos" => "darwin",
-        o => o,
-    };
-    let same = os == here_os && machine == std::env::consts::ARCH && (os != "linux" || libc.starts_with("glibc") == cfg!(target_env = "gnu"));
-    if !same {
-        return Err(format!(
-            "the node ({machine} {os} {libc}) has no uv {}.{}.{} or newer, and this controller can supply uv only for its own platform; install uv on the node (python3 -m pip install --user uv)",
-            envbuild::MIN_NODE_UV.0, envbuild::MIN_NODE_UV.1, envbuild::MIN_NODE_UV.2
-        ));
-    }
-    let path = controller_uv().ok_or_else(|| {
-        "the node has no uv, and none was found on this controller to send it ($PYTEST_CLOUD_UV, beside the venv's python, PATH); install uv here (python3 -m pip install uv) or on the node".to_string()
-    })?;
-    local_uv(&path).map_err(|e| e.message)
-}
-
-fn local_uv(path: &Path) -> Result<LocalUv> {
-    use sha2::Digest;
-    let out = Cmd::new([path.as_os_str(), "--version".as_ref()]).deadline(Duration::from_secs(20)).checked()?;
-    let version = envbuild::uv_version(&out.stdout_str()).ok_or_else(|| Error::bad_input(format!("{} --version printed {:?}", path.display(), out.stdout_str())))?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
-    let sha256 = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-    Ok(LocalUv { path: path.to_path_buf(), version, sha256 })
+/// The uv binary for the node's interpreter's platform, from the controller (envsupply:
+/// downloaded once from PyPI, cached, hash-checked).
+fn supplied_uv(python: &Choice) -> std::result::Result<LocalUv, String> {
+    let target = crate::envsupply::NodeTarget::from_abi(&python.version, &python.abi);
+    crate::envsupply::uv_for(&target).map_err(|e| {
+        let (a, b, c) = crate::envsupply::MIN_UV;
+        format!("the node has no uv {a}.{b}.{c} or newer, and the controller could not supply one for {}: {}", target.describe(), e.message)
+    })
 }
 
 fn spec(local: &Local) -> std::result::Result<&EnvSpec, String> {
@@ -129,7 +90,8 @@ fn spec(local: &Local) -> std::result::Result<&EnvSpec, String> {
             let v = local.venv.as_ref().ok_or("the project has no virtualenv to build an env from")?;
             let abs = local.root.join(&v.rel);
             let sites: Vec<PathBuf> = crate::venv::site_packages(&abs).into_iter().map(|s| abs.join(s)).collect();
-            let req = envbuild::requirements(&local.root, &sites, controller_uv().as_deref()).map_err(|e| e.message)?;
+            let uv = crate::envsupply::controller_uv().ok();
+            let req = envbuild::requirements(&local.root, &sites, uv.as_deref()).map_err(|e| e.message)?;
             Ok(EnvSpec { req, dists: envbuild::installed(&sites) })
         })
         .as_ref()
@@ -161,12 +123,11 @@ pub(super) fn choose(r: &mut NodeRun, local: &Local, opts: &SyncOptions) -> std:
     // No interpreter to build for is the same fault as none to take the venv: python_mismatch.
     let python = envbuild::build_interpreter(&r.facts, local.pinned_python.as_deref(), &v.base.version).map_err(|e| (ErrorKind::PythonMismatch, fail(e).1))?;
     let spec = spec(local).map_err(fail)?;
-    let abi = &python.abi;
     let own = r.facts.uv.iter().filter(|u| envbuild::new_enough(&u.version)).max_by_key(|u| envbuild::parse_version3(&u.version));
     let uv = match own {
         Some(u) => UvUse::Node { path: u.path.clone(), version: u.version.clone() },
         None => {
-            let l = supplied_uv(&abi.platform, &abi.machine, &abi.libc).map_err(fail)?;
+            let l = supplied_uv(&python).map_err(fail)?;
             let path = format!("{}/.cache/pytest-cloud/bin/uv-{}", r.facts.home, l.version);
             UvUse::Send { local: l, path }
         }
@@ -189,6 +150,7 @@ pub(super) fn choose(r: &mut NodeRun, local: &Local, opts: &SyncOptions) -> std:
         uv,
         ready: false,
         built: false,
+        wheelhouse: false,
         build_ms: None,
     });
     Ok((path, version))
@@ -248,47 +210,113 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, local: &Local, opts: &S
             Err(e) => return r.drop_with(ErrorKind::EnvBuildFailed, format!("could not send uv to the node: {}", e.message)),
         }
     }
-    let prelude = build_prelude(b);
-    let wait = BUILD_WAIT_S.to_string();
-    let words = ["build", &b.envs, &b.key, &b.python.path, b.uv.path(), &uvpart, &uvsha, &wait];
-    let reply = remote::run(config, &r.dest, &prelude, ENV_SCRIPT, &words, Duration::from_secs(BUILD_WAIT_S + 1800));
-    let reply = match reply {
-        Ok(x) => x,
-        Err(e) => return r.drop_with(ErrorKind::EnvBuildFailed, e.message),
-    };
-    if let Some((kind, msg)) = reply.failure("env_node_end") {
-        let kind = if kind == ErrorKind::SyncFailed { ErrorKind::EnvBuildFailed } else { kind };
-        return r.drop_with(kind, format!("building the env: {msg}"));
-    }
-    if let Some(e) = reply.get("error") {
-        return r.drop_with(ErrorKind::EnvBuildFailed, e.to_string());
-    }
-    // The last word counts: `env=building` comes first when this run builds.
-    match reply.kv.iter().rev().find(|(k, _)| k == "env").map(|(_, v)| v.as_str()) {
-        Some("ready") => {}
-        Some("built") => {
-            let b = r.build.as_mut().expect("checked above");
-            b.built = true;
-            b.build_ms = Some(started.elapsed().as_millis() as u64);
+    let mut links = String::new();
+    loop {
+        let b = r.build.as_ref().expect("checked above");
+        let prelude = build_prelude(b);
+        let wait = BUILD_WAIT_S.to_string();
+        let words = ["build", &b.envs, &b.key, &b.python.path, b.uv.path(), &uvpart, &uvsha, &wait, &links];
+        let reply = remote::run(config, &r.dest, &prelude, ENV_SCRIPT, &words, Duration::from_secs(BUILD_WAIT_S + 1800));
+        let reply = match reply {
+            Ok(x) => x,
+            Err(e) => return r.drop_with(ErrorKind::EnvBuildFailed, e.message),
+        };
+        if let Some((kind, msg)) = reply.failure("env_node_end") {
+            let kind = if kind == ErrorKind::SyncFailed { ErrorKind::EnvBuildFailed } else { kind };
+            return r.drop_with(kind, format!("building the env: {msg}"));
         }
-        _ => {
-            let msg: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "env_message").map(|(_, v)| v.as_str()).collect();
-            let text = msg.join("\n");
-            let b = r.build.as_ref().expect("checked above");
-            let what = envbuild::failing_package(&text).map(|p| format!("{p} cannot be installed there")).unwrap_or_else(|| "uv could not install the requirements".into());
-            let abi = &b.python.abi;
-            let tail: Vec<&str> = msg.iter().rev().take(6).rev().copied().collect();
-            let msg = format!(
-                "{what} (the node's CPython {} {}, {} {}): {}. The other nodes go on; give the package a wheel for that platform (or an sdist that builds there), pin a version that has one, or leave the node out",
-                b.python.version,
-                b.python.path,
-                abi.machine,
-                if abi.libc.is_empty() { abi.platform.clone() } else { format!("{} {}", abi.platform, abi.libc) },
-                tail.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ")
-            );
-            r.drop_with(ErrorKind::EnvBuildFailed, msg)
+        if let Some(e) = reply.get("error") {
+            return r.drop_with(ErrorKind::EnvBuildFailed, e.to_string());
+        }
+        // uv sent once is installed: a second round trip finds it in place.
+        uvsha.clear();
+        // The last word counts: `env=building` comes first when this run builds.
+        match reply.kv.iter().rev().find(|(k, _)| k == "env").map(|(_, v)| v.as_str()) {
+            Some("ready") => return,
+            Some("built") => {
+                let b = r.build.as_mut().expect("checked above");
+                b.built = true;
+                b.build_ms = Some(started.elapsed().as_millis() as u64);
+                b.wheelhouse = !links.is_empty();
+                return;
+            }
+            _ => {}
+        }
+        let msg: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "env_message").map(|(_, v)| v.as_str()).collect();
+        let text = msg.join("\n");
+        if links.is_empty() && no_index(&text) {
+            // The node cannot reach its index: the controller fetches the wheels for it.
+            match send_wheelhouse(r, config, opts) {
+                Ok(dir) => {
+                    links = dir;
+                    continue;
+                }
+                Err(why) => return r.drop_with(ErrorKind::EnvBuildFailed, why),
+            }
+        }
+        let b = r.build.as_ref().expect("checked above");
+        let what = envbuild::failing_package(&text).map(|p| format!("{p} cannot be installed there")).unwrap_or_else(|| "uv could not install the requirements".into());
+        let tail: Vec<&str> = msg.iter().rev().take(6).rev().copied().collect();
+        let msg = format!(
+            "{what} (the node's CPython {} {}, {}){}: {}. The other nodes go on; give the package a wheel for that platform (or an sdist that builds there), pin a version that has one, or leave the node out",
+            b.python.version,
+            b.python.path,
+            platform_words(&b.python),
+            if links.is_empty() { "" } else { ", from the controller's wheelhouse (the node reaches no index)" },
+            tail.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ")
+        );
+        return r.drop_with(ErrorKind::EnvBuildFailed, msg);
+    }
+}
+
+fn platform_words(c: &Choice) -> String {
+    let abi = &c.abi;
+    if abi.libc.is_empty() { format!("{} {}", abi.machine, abi.platform) } else { format!("{} {} {}", abi.machine, abi.platform, abi.libc) }
+}
+
+/// uv's words for an index it could not reach (no network, no DNS, refused, reset).
+pub fn no_index(uv_stderr: &str) -> bool {
+    ["error sending request", "client error (Connect)", "dns error", "failed to lookup address", "Connection refused", "Connection reset", "Network is unreachable", "operation timed out"]
+        .iter()
+        .any(|w| uv_stderr.contains(w))
+}
+
+/// The wheels of the node's requirements for its Python and platform (envsupply's
+/// wheelhouse, cached on the controller), sent to `~/.cache/pytest-cloud/wheels/<target>/`;
+/// the directory for `--find-links`. Err names the packages that have no fitting wheel.
+fn send_wheelhouse(r: &NodeRun, config: &Path, opts: &SyncOptions) -> std::result::Result<String, String> {
+    let b = r.build.as_ref().expect("a build node");
+    let target = crate::envsupply::NodeTarget::from_abi(&b.python.version, &b.python.abi);
+    let tmp = tempfile::NamedTempFile::new().map_err(|e| format!("a temporary requirements file: {e}"))?;
+    std::fs::write(tmp.path(), format!("{}\n", b.requirements)).map_err(|e| format!("writing {}: {e}", tmp.path().display()))?;
+    let wh = crate::envsupply::wheelhouse(tmp.path(), &target)
+        .map_err(|e| format!("the node reaches no package index, and the controller could not fetch the wheels for it: {}", e.message))?;
+    if !wh.missing.is_empty() {
+        let list: Vec<String> = wh.missing.iter().map(|(p, why)| format!("{p} ({why})")).collect();
+        return Err(format!(
+            "the node reaches no package index, and these have no wheel for {}: {}. The other nodes go on; pin versions that have wheels for it, or give the node an index",
+            target.describe(),
+            list.join("; ")
+        ));
+    }
+    let key = target.key().map_err(|e| e.message)?;
+    let dir = format!("{}/.cache/pytest-cloud/wheels/{key}", r.facts.home);
+    let mut argv = vec![
+        "rsync".to_string(),
+        "-t".into(),
+        "-e".into(),
+        ssh::rsync_rsh(config, opts.cipher.as_deref()),
+        format!("--rsync-path=mkdir -p {} && rsync", shell_words::quote(&dir)),
+    ];
+    argv.extend(wh.files.iter().map(|f| wh.dir.join(f).display().to_string()));
+    argv.push(format!("{}:{dir}/", r.dest.ssh_target()));
+    if !wh.files.is_empty() {
+        let out = Cmd::new(argv).deadline(Duration::from_secs(1800)).output().map_err(|e| e.message)?;
+        if !out.status.success() {
+            return Err(format!("could not send the wheelhouse to the node: {}", out.stderr_trimmed()));
         }
     }
+    Ok(dir)
 }
 
 /// `env_requirements` and `env_overlay DIR` for the build script, with put_file.
@@ -348,6 +376,7 @@ pub(super) fn node_env(r: &NodeRun, local: &Local) -> Option<NodeEnv> {
             uv: None,
             uv_version: None,
             built: false,
+            wheelhouse: false,
             build_ms: None,
             skipped: Vec::new(),
         });
@@ -366,6 +395,7 @@ pub(super) fn node_env(r: &NodeRun, local: &Local) -> Option<NodeEnv> {
         }),
         uv_version: Some(b.uv.version().to_string()),
         built: b.built,
+        wheelhouse: b.wheelhouse,
         build_ms: b.build_ms,
         skipped: spec.map(|s| s.req.skipped.clone()).unwrap_or_default(),
     })

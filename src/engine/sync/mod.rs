@@ -29,7 +29,7 @@ mod node;
 mod progress;
 mod rebase;
 
-pub use build::{controller_uv, describe_source};
+pub use build::describe_source;
 pub use fanout::Fanout;
 pub use progress::{Screen, human_bytes};
 
