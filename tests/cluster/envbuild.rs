@@ -176,3 +176,35 @@ fn a_node_that_reaches_no_index_builds_from_the_controllers_wheels() {
     assert!(header(&out, "node2").contains(", env built from the controller's wheels (the node reaches no index) for CPython"), "{out}");
     assert!(out.contains("[node2-0]") || out.contains("[node2-1]"), "tests ran on node2:\n{out}");
 }
+
+#[test]
+fn a_mixed_fleet_syncs_the_venv_where_it_fits_and_builds_where_it_does_not() {
+    let Some(_) = base_312("a_mixed_fleet_syncs_the_venv_where_it_fits_and_builds_where_it_does_not") else { return };
+    let base = venvs::copied_312().unwrap();
+    let template = venvs::template("mixed312", &base, venvs::PACKAGES);
+    let p = RebaseProject::new(&template);
+    let c = Cluster::up(2);
+    let nodes = c.aliases();
+    // Only node1's user may reach the venv's base interpreter.
+    let user1 = String::from_utf8_lossy(&c.ssh("node1", "id -un").stdout).trim().to_string();
+    let st = Command::new("chown").arg(&user1).arg("/tmp/pcm312").status().unwrap();
+    assert!(st.success());
+    std::fs::set_permissions("/tmp/pcm312", std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let py = base.python.display().to_string();
+    assert!(c.ssh("node1", &format!("{py} -c pass")).status.success(), "node1 runs {py}");
+    assert!(!c.ssh("node2", &format!("{py} -c pass")).status.success(), "node2 cannot run {py}");
+
+    let l = local(&p);
+    let r = cloud(p.root(), &c, &nodes, &["--cloud-env", "auto"]);
+    let out = text(&r);
+    assert_eq!(r.status.code(), l.status.code(), "{out}");
+    assert_eq!(outcomes(&r), outcomes(&l), "{out}");
+    let one = header(&out, "node1");
+    assert!(one.starts_with(&format!("pytest-cloud: node1: 2 slots, CPython {} {py}", base.version)), "node1 takes the venv: {one}");
+    let two = header(&out, "node2");
+    assert!(two.contains(", env built for CPython 3.11"), "node2 builds its own: {two}");
+    assert!(out.contains("[node1-0]") || out.contains("[node1-1]"), "tests ran on node1:\n{out}");
+    assert!(out.contains("[node2-0]") || out.contains("[node2-1]"), "tests ran on node2:\n{out}");
+    assert_eq!(node_envs(&c, "node1").len(), 0, "node1 built nothing");
+    assert_eq!(node_envs(&c, "node2").len(), 1);
+}

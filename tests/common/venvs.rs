@@ -199,3 +199,30 @@ pub fn uv() -> PathBuf {
     let base = Base { python: PathBuf::from("/usr/bin/python3"), version: version_of(Path::new("/usr/bin/python3")) };
     template("uv", &base, &["uv>=0.5"]).join("bin/uv")
 }
+
+/// pyenv's CPython 3.12.1 copied to /tmp/pcm312/p (its RUNPATH, which names pyenv's lib/,
+/// rewritten to the copy's), so that a node user can be given access to it: the base of a
+/// venv that one node can take and another cannot. Made once per machine.
+pub fn copied_312() -> Option<Base> {
+    let src = pyenv_312()?;
+    let top = PathBuf::from("/tmp/pcm312");
+    let python = top.join("p/bin/python3.12");
+    if !top.join("ready").exists() {
+        let _ = std::fs::remove_dir_all(&top);
+        std::fs::create_dir_all(&top).unwrap();
+        let prefix = src.python.parent().unwrap().parent().unwrap();
+        run(Command::new("cp").arg("-a").arg(prefix).arg(top.join("p")));
+        let old = format!("{}/lib", prefix.display());
+        let new = format!("{}/p/lib", top.display());
+        assert!(new.len() <= old.len(), "{new} must not be longer than {old}");
+        let mut bytes = std::fs::read(&python).unwrap();
+        let needle = format!("{old}\0").into_bytes();
+        let at = bytes.windows(needle.len()).position(|w| w == needle.as_slice()).expect("the RUNPATH of pyenv's python3.12");
+        let mut repl = new.into_bytes();
+        repl.resize(needle.len(), 0);
+        bytes[at..at + needle.len()].copy_from_slice(&repl);
+        std::fs::write(&python, bytes).unwrap();
+        std::fs::write(top.join("ready"), "").unwrap();
+    }
+    Some(Base { version: version_of(&python), python })
+}
