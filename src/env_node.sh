@@ -4,7 +4,7 @@
 # metadata, console scripts and .pth into DIR), with put_file from src/rebase_node.sh.
 # Prints key=value lines; ends with env_node_end=1.
 #
-#   build ENVS KEY PY UV UVPART UVSHA WAIT_S [LINKS]
+#   build ENVS KEY PY UV UVPART UVSHA WAIT_S [LINKS [PRUNE_MIN]]
 #       ENVS/KEY is the env; it counts only with its marker ENVS/KEY/.pytest-cloud-env, written
 #       last. Under the lock ENVS/KEY.lock (mkdir, atomic) a partial env is removed and the env
 #       made anew: `UV venv --python PY`, `UV pip install -r` the requirements, env_overlay,
@@ -14,10 +14,9 @@
 #       --find-links), for a node that reaches no index.
 #       UVSHA not empty: UVPART is a binary the controller just sent (a name of this run's
 #       own: two runs may send one at once), checked against that sha256 and renamed to UV.
+#       After a build, envs unused for PRUNE_MIN minutes are removed (prune_envs).
 #   prune ENVS MAX_AGE_MIN KEEP_KEY
-#       removes envs whose marker was not touched for MAX_AGE_MIN minutes (renamed first, so a
-#       run that is using one either renewed it or sees it gone), never KEEP_KEY, and partial
-#       envs whose lock is gone and are older than that.
+#       removes envs whose marker was not touched for MAX_AGE_MIN minutes (prune_envs).
 set -u
 mode=$1
 shift
@@ -37,9 +36,27 @@ sha256_of() {
     fi
 }
 
+# Removes envs in ENVS whose marker was not touched (by a pre-flight that found it) for AGE
+# minutes, but never KEEP, one being built (its lock is there), or one without a marker.
+# Renamed first: a run reaching for it sees it whole or not at all.
+prune_envs() {
+    p_envs=$1 p_age=$2 p_keep=$3
+    [ -f "$p_envs/$envs_marker" ] || return 0
+    for m in "$p_envs"/*/"$env_marker"; do
+        [ -f "$m" ] || continue
+        d=${m%/*}
+        k=${d##*/}
+        [ "$k" = "$p_keep" ] && continue
+        [ -e "$d.lock" ] && continue
+        [ -n "$(find "$m" -prune -mmin +"$p_age" 2>/dev/null)" ] || continue
+        mv -- "$d" "$d.pruned.$$" 2>/dev/null && rm -rf -- "$d.pruned.$$" && echo "pruned=$k"
+    done
+    return 0
+}
+
 case "$mode" in
 build)
-    envs=$1 key=$2 py=$3 uv=$4 uvpart=$5 uvsha=$6 wait_s=$7 links=${8-}
+    envs=$1 key=$2 py=$3 uv=$4 uvpart=$5 uvsha=$6 wait_s=$7 links=${8-} prune_min=${9-}
     env=$envs/$key
     lock=$env.lock
     if [ -e "$envs" ] && [ ! -f "$envs/$envs_marker" ]; then
@@ -134,20 +151,12 @@ build)
     rm -rf -- "$lock"
     echo "env=built"
     echo "env_build_s=$(($(date +%s) - started))"
+    # A new env is the moment old ones may go (a node whose envs never change grows no more).
+    [ -n "${prune_min:-}" ] && prune_envs "$envs" "$prune_min" "$key"
     end
     ;;
 prune)
-    envs=$1 age=$2 keep=$3
-    [ -f "$envs/$envs_marker" ] || end
-    for m in "$envs"/*/"$env_marker"; do
-        [ -f "$m" ] || continue
-        d=${m%/*}
-        k=${d##*/}
-        [ "$k" = "$keep" ] && continue
-        [ -e "$d.lock" ] && continue
-        [ -n "$(find "$m" -prune -mmin +"$age" 2>/dev/null)" ] || continue
-        mv -- "$d" "$d.pruned.$$" 2>/dev/null && rm -rf -- "$d.pruned.$$" && echo "pruned=$k"
-    done
+    prune_envs "$1" "$2" "$3"
     end
     ;;
 *)

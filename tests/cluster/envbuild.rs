@@ -84,6 +84,14 @@ fn a_312_venv_runs_on_311_nodes_in_envs_they_build_and_a_second_run_builds_nothi
     let (lset, lcounts) = outcomes(&l);
     assert_eq!(lcounts, "1 failed, 4 passed", "{}", text(&l));
 
+    // On node1, an env no run has used for 8 days and one used now: a new build prunes the first.
+    let seed = c.ssh(
+        "node1",
+        "e=~/.cache/pytest-cloud/envs && mkdir -p $e/old $e/recent && echo m > $e/.pytest-cloud-envs && \
+         echo key=old > $e/old/.pytest-cloud-env && echo key=recent > $e/recent/.pytest-cloud-env && \
+         touch -d '8 days ago' $e/old/.pytest-cloud-env",
+    );
+    assert!(seed.status.success(), "{}", text(&seed));
     let r = cloud(p.root(), &c, &nodes, &["--cloud-chdir", "pc_envbuild"]);
     let out = text(&r);
     assert_eq!(r.status.code(), l.status.code(), "{out}");
@@ -97,12 +105,13 @@ fn a_312_venv_runs_on_311_nodes_in_envs_they_build_and_a_second_run_builds_nothi
             "{line}"
         );
         assert!(out.contains(&format!("[{n}-0]")) || out.contains(&format!("[{n}-1]")), "tests ran on {n}'s workers:\n{out}");
-        let envs = node_envs(&c, n);
-        assert_eq!(envs.len(), 1, "{n}: one env: {envs:?}");
+        let envs: Vec<String> = node_envs(&c, n).into_iter().filter(|l| l != "key=recent").collect();
+        assert_eq!(envs.len(), 1, "{n}: one env built, the old one pruned: {envs:?}");
         // The venv did not travel: the node's base has a link where the venv would be.
         let link = c.ssh(n, "readlink pc_envbuild/.venv");
         assert!(String::from_utf8_lossy(&link.stdout).contains("/.cache/pytest-cloud/envs/"), "{n}: {}", text(&link));
     }
+    assert!(node_envs(&c, "node1").contains(&"key=recent".to_string()), "an env used within the week stays");
     let before: Vec<Vec<String>> = nodes.iter().map(|n| node_envs(&c, n)).collect();
 
     let again = cloud(p.root(), &c, &nodes, &["--cloud-chdir", "pc_envbuild"]);

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 /// The node-side script of a build.
 pub const ENV_SCRIPT: &str = include_str!("../../env_node.sh");
 
+/// An env no pre-flight has found for this long (7 days) is removed when the node builds a new
+/// one. A run touches its env's marker in every pre-flight, and no run lasts a week.
+const PRUNE_AFTER_MIN: u64 = 7 * 24 * 60;
+
 /// How long a run waits for another run building the same env.
 const BUILD_WAIT_S: u64 = 900;
 
@@ -215,7 +219,8 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, local: &Local, opts: &S
         let b = r.build.as_ref().expect("checked above");
         let prelude = build_prelude(b);
         let wait = BUILD_WAIT_S.to_string();
-        let words = ["build", &b.envs, &b.key, &b.python.path, b.uv.path(), &uvpart, &uvsha, &wait, &links];
+        let prune = PRUNE_AFTER_MIN.to_string();
+        let words = ["build", &b.envs, &b.key, &b.python.path, b.uv.path(), &uvpart, &uvsha, &wait, &links, &prune];
         let reply = remote::run(config, &r.dest, &prelude, ENV_SCRIPT, &words, Duration::from_secs(BUILD_WAIT_S + 1800));
         let reply = match reply {
             Ok(x) => x,
