@@ -5,8 +5,8 @@
 pub mod cli;
 pub mod cmd;
 pub mod engine;
-pub mod envsupply;
 pub mod envbuild;
+pub mod envsupply;
 pub mod error;
 pub mod interp;
 pub mod interrupt;

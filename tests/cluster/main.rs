@@ -8,8 +8,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod envsupply;
 mod envbuild;
+mod envsupply;
 mod exec;
 mod isolation;
 mod launcher;
