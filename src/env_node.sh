@@ -126,6 +126,8 @@ build)
     fi
     if [ "$ok" = 0 ]; then
         echo "env=failed"
+        # uv's own headline (which package, why) comes before a build's long output.
+        grep -E 'Failed to (build|download|fetch|prepare)|No solution found|Because |there is no version|has no wheels|^error:' -- "$log" 2>/dev/null | head -n 8 | sed 's/^/env_error=/'
         tail -n 40 -- "$log" 2>/dev/null | sed 's/^/env_message=/'
         rm -rf -- "$env" "$lock"
         end

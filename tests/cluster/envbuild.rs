@@ -186,15 +186,13 @@ fn a_node_that_reaches_no_index_builds_from_the_controllers_wheels() {
     assert!(out.contains("[node2-0]") || out.contains("[node2-1]"), "tests ran on node2:\n{out}");
 }
 
-#[test]
-fn a_mixed_fleet_syncs_the_venv_where_it_fits_and_builds_where_it_does_not() {
-    let Some(_) = base_312("a_mixed_fleet_syncs_the_venv_where_it_fits_and_builds_where_it_does_not") else { return };
+/// A 3.12 venv whose base only node1's user can run: node1 takes the venv, node2 (3.11) cannot.
+fn mixed_fleet(test: &str) -> Option<(venvs::Base, RebaseProject, Cluster)> {
+    base_312(test)?;
     let base = venvs::copied_312().unwrap();
     let template = venvs::template("mixed312", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
     let c = Cluster::up(2);
-    let nodes = c.aliases();
-    // Only node1's user may reach the venv's base interpreter.
     let user1 = String::from_utf8_lossy(&c.ssh("node1", "id -un").stdout).trim().to_string();
     let st = Command::new("chown").arg(&user1).arg("/tmp/pcm312").status().unwrap();
     assert!(st.success());
@@ -202,6 +200,14 @@ fn a_mixed_fleet_syncs_the_venv_where_it_fits_and_builds_where_it_does_not() {
     let py = base.python.display().to_string();
     assert!(c.ssh("node1", &format!("{py} -c pass")).status.success(), "node1 runs {py}");
     assert!(!c.ssh("node2", &format!("{py} -c pass")).status.success(), "node2 cannot run {py}");
+    Some((base, p, c))
+}
+
+#[test]
+fn a_mixed_fleet_syncs_the_venv_where_it_fits_and_builds_where_it_does_not() {
+    let Some((base, p, c)) = mixed_fleet("a_mixed_fleet_syncs_the_venv_where_it_fits_and_builds_where_it_does_not") else { return };
+    let nodes = c.aliases();
+    let py = base.python.display().to_string();
 
     let l = local(&p);
     let r = cloud(p.root(), &c, &nodes, &["--cloud-env", "auto"]);
@@ -216,4 +222,31 @@ fn a_mixed_fleet_syncs_the_venv_where_it_fits_and_builds_where_it_does_not() {
     assert!(out.contains("[node2-0]") || out.contains("[node2-1]"), "tests ran on node2:\n{out}");
     assert_eq!(node_envs(&c, "node1").len(), 0, "node1 built nothing");
     assert_eq!(node_envs(&c, "node2").len(), 1);
+}
+
+#[test]
+fn a_package_that_cannot_be_installed_on_a_node_drops_only_that_node_naming_it() {
+    let Some((_, p, c)) = mixed_fleet("a_package_that_cannot_be_installed_on_a_node_drops_only_that_node_naming_it") else { return };
+    let nodes = c.aliases();
+    // A pylock.toml (the source before the venv's pins) with the venv's distributions and
+    // PyYAML 5.4.1: no wheel for CPython 3.11, and its sdist does not build with Cython 3.
+    let freeze = Command::new(p.python()).args(["-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"]).output().unwrap();
+    let mut lock = String::from("lock-version = \"1.0\"\ncreated-by = \"pytest-cloud tests\"\n");
+    for l in String::from_utf8_lossy(&freeze.stdout).lines().chain(["PyYAML==5.4.1"]) {
+        if let Some((n, v)) = l.split_once("==") {
+            lock.push_str(&format!("\n[[packages]]\nname = \"{n}\"\nversion = \"{v}\"\n"));
+        }
+    }
+    std::fs::write(p.root().join("pylock.toml"), lock).unwrap();
+    let l = local(&p);
+    let r = cloud(p.root(), &c, &nodes, &[]);
+    let out = text(&r);
+    assert_eq!(r.status.code(), l.status.code(), "the run goes on on node1: {out}");
+    assert_eq!(outcomes(&r), outcomes(&l), "{out}");
+    let two = header(&out, "node2");
+    assert!(two.starts_with("pytest-cloud: node2: dropped at sync (env_build_failed: "), "{two}");
+    let low = two.to_lowercase();
+    assert!(low.contains("pyyaml") && two.contains("CPython 3.11") && two.contains(std::env::consts::ARCH), "names the package, the node's Python and platform: {two}");
+    assert!(two.contains("pin a version that has one, or leave the node out"), "says what to do: {two}");
+    assert!(header(&out, "node1").starts_with("pytest-cloud: node1: 2 slots, CPython 3.12"), "{out}");
 }

@@ -247,8 +247,11 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, local: &Local, opts: &S
             }
             _ => {}
         }
-        let msg: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "env_message").map(|(_, v)| v.as_str()).collect();
-        let text = msg.join("\n");
+        let headline: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "env_error").map(|(_, v)| v.as_str()).collect();
+        let tail: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "env_message").map(|(_, v)| v.as_str()).collect();
+        // What is shown: uv's headline when it gave one, else the end of its output.
+        let msg: Vec<&str> = if headline.is_empty() { tail.clone() } else { headline.clone() };
+        let text = format!("{}\n{}", headline.join("\n"), tail.join("\n"));
         if links.is_empty() && no_index(&text) {
             // The node cannot reach its index: the controller fetches the wheels for it.
             match send_wheelhouse(r, config, opts) {
