@@ -250,3 +250,27 @@ fn a_package_that_cannot_be_installed_on_a_node_drops_only_that_node_naming_it()
     assert!(two.contains("pin a version that has one, or leave the node out"), "says what to do: {two}");
     assert!(header(&out, "node1").starts_with("pytest-cloud: node1: 2 slots, CPython 3.12"), "{out}");
 }
+
+#[test]
+fn a_project_with_a_uv_lock_is_built_from_it() {
+    let Some(base) = base_312("a_project_with_a_uv_lock_is_built_from_it") else { return };
+    let template = venvs::template("rebase312", &base, venvs::PACKAGES);
+    let p = RebaseProject::new(&template);
+    let pyproject = p.root().join("pyproject.toml");
+    let before = std::fs::read_to_string(&pyproject).unwrap();
+    std::fs::write(&pyproject, format!("{before}[dependency-groups]\ndev = [\"pytest>=8,<10\", \"pytest-xdist>=3.6,<3.9\"]\n")).unwrap();
+    let lock = Command::new(venvs::uv()).args(["lock", "--no-config", "--quiet"]).current_dir(p.root()).env("UV_SYSTEM_CERTS", "1").output().unwrap();
+    assert!(lock.status.success(), "uv lock: {}", text(&lock));
+    let c = Cluster::up(1);
+    let nodes = c.aliases();
+    let l = local(&p);
+    let r = cloud(p.root(), &c, &nodes, &[]);
+    let out = text(&r);
+    assert_eq!(r.status.code(), l.status.code(), "{out}");
+    assert_eq!(outcomes(&r), outcomes(&l), "{out}");
+    assert!(header(&out, "node1").contains(" from uv.lock (your venv: 3.12"), "{out}");
+    let reqs = c.ssh("node1", "cat ~/.cache/pytest-cloud/envs/*/.pytest-cloud-requirements.txt");
+    let reqs = String::from_utf8_lossy(&reqs.stdout).to_string();
+    assert!(reqs.lines().any(|l| l.starts_with("msgpack==")) && reqs.lines().any(|l| l.starts_with("pytest-xdist==")), "the lock's pins: {reqs}");
+    assert!(!reqs.contains("clipkg"), "the project itself comes from the synced sources: {reqs}");
+}
