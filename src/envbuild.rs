@@ -87,6 +87,14 @@ pub fn build_interpreter(facts: &Facts, pinned: Option<&str>, venv_version: &str
     all.pop().ok_or_else(|| "the node has no CPython the probe could find to build an env for".to_string())
 }
 
+/// `--cloud-python 3.12` names `python3.12`; anything else is a name or a path as given.
+pub fn python_name(value: &str) -> String {
+    let v = value.trim();
+    let mut parts = v.split('.');
+    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    if digits(parts.next()) && digits(parts.next()) && parts.next().is_none() { format!("python{v}") } else { v.to_string() }
+}
+
 /// Where the requirements come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Source {
@@ -540,6 +548,15 @@ mod tests {
         let mut pypy = facts(&[("python3", "/usr/bin/pypy3", "3.10.0")]);
         pypy.pythons.get_mut("python3").unwrap().abi.as_mut().unwrap().implementation = "pypy".into();
         assert!(build_interpreter(&pypy, None, "3.12.1").is_err());
+    }
+
+    #[test]
+    fn a_bare_version_names_its_interpreter() {
+        assert_eq!(python_name("3.12"), "python3.12");
+        assert_eq!(python_name("python3.11"), "python3.11");
+        assert_eq!(python_name("/opt/py/bin/python3"), "/opt/py/bin/python3");
+        assert_eq!(python_name("3"), "3");
+        assert_eq!(python_name("3.12.1"), "3.12.1");
     }
 
     #[test]

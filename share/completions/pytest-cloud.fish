@@ -85,7 +85,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand release" -s h 
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-node -d 'node to run tests on: [user@]host[:port] or an ssh alias; repeatable' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-nodes -d 'space-separated nodes; repeatable' -r
-complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-python -d 'interpreter on the nodes (name or absolute path) the venv must run on; unset: the first compatible of the venv\'s own base, python3.X, python3 [default: python3]' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-python -d 'interpreter on the nodes (name, absolute path, or a version: 3.12 = python3.12) the venv must run on, or a node-built env is made for; unset: the first compatible of the venv\'s own base, python3.X, python3 [default: python3]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-env -d 'how each node gets its environment: sync (your venv travels), build (the node builds one with uv for its own Python), auto (sync where the venv fits the node, build where it does not) [default: auto]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-chdir -d 'directory on the nodes, relative to the remote home [default: pytest_<user>_<project>]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-virtualenv-path -d 'the project\'s virtualenv, inside the project [default: $VIRTUAL_ENV, .venv, venv]' -r

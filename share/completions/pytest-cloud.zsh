@@ -118,7 +118,7 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '*--cloud-node=[node to run tests on\: \[user@\]host\[\:port\] or an ssh alias; repeatable]:VALUE:_default' \
 '*--cloud-nodes=[space-separated nodes; repeatable]:VALUE:_default' \
-'*--cloud-python=[interpreter on the nodes (name or absolute path) the venv must run on; unset\: the first compatible of the venv'\''s own base, python3.X, python3 \[default\: python3\]]:VALUE:_default' \
+'*--cloud-python=[interpreter on the nodes (name, absolute path, or a version\: 3.12 = python3.12) the venv must run on, or a node-built env is made for; unset\: the first compatible of the venv'\''s own base, python3.X, python3 \[default\: python3\]]:VALUE:_default' \
 '*--cloud-env=[how each node gets its environment\: sync (your venv travels), build (the node builds one with uv for its own Python), auto (sync where the venv fits the node, build where it does not) \[default\: auto\]]:VALUE:_default' \
 '*--cloud-chdir=[directory on the nodes, relative to the remote home \[default\: pytest_<user>_<project>\]]:VALUE:_default' \
 '*--cloud-virtualenv-path=[the project'\''s virtualenv, inside the project \[default\: \$VIRTUAL_ENV, .venv, venv\]]:VALUE:_default' \

@@ -73,7 +73,7 @@ pub fn split_args(args: &[String]) -> Result<(CloudOptions, Vec<String>)> {
                 o.nodes.push(value)
             }
             "--cloud-nodes" => o.nodes.extend(value.split_whitespace().map(String::from)),
-            "--cloud-python" => o.python = Some(value),
+            "--cloud-python" => o.python = Some(crate::envbuild::python_name(&value)),
             "--cloud-env" => o.env = crate::envbuild::EnvMode::parse(value.trim()).map_err(|m| Error::usage(format!("{name} {m}")))?,
             "--cloud-chdir" => o.chdir = Some(value),
             "--cloud-virtualenv-path" => o.virtualenv_path = Some(value.into()),
@@ -172,6 +172,9 @@ mod tests {
         assert_eq!(o.rsync_bandwidth_limit_kbps, Some(0));
         assert!(o.timings);
         assert_eq!(rest, s(&["tests/", "-k", "x or y", "-x", "--", "--cloud-node=z"]));
+        let (o, _) = split_args(&s(&["--cloud-python", "3.12", "--cloud-env=build"])).unwrap();
+        assert_eq!((o.python.as_deref(), o.env), (Some("python3.12"), crate::envbuild::EnvMode::Build), "a version names python3.12");
+        assert!(split_args(&s(&["--cloud-env", "pip"])).is_err());
     }
 
     #[test]

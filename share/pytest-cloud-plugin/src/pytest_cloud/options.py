@@ -25,7 +25,7 @@ OPTIONS = json.loads(r'''[
     "name": "--cloud-python",
     "kind": "text",
     "metavar": "NAME",
-    "help": "interpreter on the nodes (name or absolute path) the venv must run on; unset: the first compatible of the venv's own base, python3.X, python3",
+    "help": "interpreter on the nodes (name, absolute path, or a version: 3.12 = python3.12) the venv must run on, or a node-built env is made for; unset: the first compatible of the venv's own base, python3.X, python3",
     "default": "python3",
     "plugin": true
   },
