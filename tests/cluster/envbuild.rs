@@ -130,6 +130,9 @@ fn two_concurrent_runs_needing_one_new_env_build_it_once() {
     let Some(base) = base_312("two_concurrent_runs_needing_one_new_env_build_it_once") else { return };
     let template = venvs::template("rebase312", &base, venvs::PACKAGES);
     let (a, b) = (RebaseProject::new(&template), RebaseProject::new(&template));
+    // Different sources, one env: b's answer is 41, so its test_fails passes. Each run tree
+    // must import its own project's sources through the shared env.
+    std::fs::write(b.root().join("src/clipkg/__init__.py"), "def answer():\n    return 41\n").unwrap();
     let c = Cluster::up(2);
     let nodes = c.aliases();
     let spawn = |p: &RebaseProject| {
@@ -148,11 +151,12 @@ fn two_concurrent_runs_needing_one_new_env_build_it_once() {
     };
     let (ta, tb) = (spawn(&a), spawn(&b));
     let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
-    let l = local(&a);
+    let (la, lb) = (local(&a), local(&b));
+    assert_eq!((la.status.code(), lb.status.code()), (Some(1), Some(0)), "the two projects differ locally");
     let both = format!("{}\n----\n{}", text(&ra), text(&rb));
-    for r in [&ra, &rb] {
+    for (r, l) in [(&ra, &la), (&rb, &lb)] {
         assert_eq!(r.status.code(), l.status.code(), "{both}");
-        assert_eq!(outcomes(r), outcomes(&l), "{both}");
+        assert_eq!(outcomes(r), outcomes(l), "{both}");
     }
     for n in &nodes {
         let lines = [header(&text(&ra), n).to_string(), header(&text(&rb), n).to_string()];
