@@ -278,3 +278,44 @@ fn a_project_with_a_uv_lock_is_built_from_it() {
     assert!(reqs.lines().any(|l| l.starts_with("msgpack==")) && reqs.lines().any(|l| l.starts_with("pytest-xdist==")), "the lock's pins: {reqs}");
     assert!(!reqs.contains("clipkg"), "the project itself comes from the synced sources: {reqs}");
 }
+
+#[test]
+fn sync_alone_builds_the_env_and_exec_runs_in_it() {
+    let Some(base) = base_312("sync_alone_builds_the_env_and_exec_runs_in_it") else { return };
+    let template = venvs::template("rebase312", &base, venvs::PACKAGES);
+    let p = RebaseProject::new(&template);
+    let c = Cluster::up(1);
+    let bin = assert_cmd::cargo::cargo_bin("pytest-cloud");
+    let step = |args: &[&str], input: &[u8]| -> Output {
+        use std::io::Write;
+        let mut child = Command::new(&bin)
+            .args(args)
+            .current_dir(p.root())
+            .env_remove("VIRTUAL_ENV")
+            .env("PYTEST_CLOUD_UV", venvs::uv())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let cfg = c.ssh_config().display().to_string();
+    let inv = step(&["probe", "-q", "--ssh-config", &cfg, "--nodes", "node1"], b"");
+    let plan = step(&["plan", "-q", "--chdir", "pc_envexec"], &inv.stdout);
+    let synced = step(&["sync", "-q", "--env", "build", "--rsync-bandwidth-limit", "0"], &plan.stdout);
+    assert_eq!(synced.status.code(), Some(0), "{}", text(&synced));
+    let doc: serde_json::Value = serde_json::from_slice(&synced.stdout).unwrap();
+    let env = &doc["nodes"][0]["env"];
+    assert_eq!((env["strategy"].as_str(), env["source"].as_str(), env["built"].as_bool()), (Some("build"), Some("venv"), Some(true)), "{env}");
+    assert_eq!(doc["nodes"][0]["bytes_sent"].as_u64().map(|b| b < 200_000), Some(true), "the venv did not travel: {}", doc["nodes"][0]);
+    let code = "import sys, msgpack, clipkg; print(sys.version_info[:2], clipkg.__file__)";
+    let ex = step(&["exec", "--", "sh", "-c", &format!("{{python}} -c '{code}' && {{dir}}/.venv/bin/mytool hi")], &synced.stdout);
+    let out = text(&ex);
+    assert_eq!(ex.status.code(), Some(0), "{out}");
+    let dir = doc["nodes"][0]["remote_dir"].as_str().unwrap();
+    assert!(out.contains(&format!("(3, 11) {dir}/src/clipkg/__init__.py")), "the node's 3.11 imports the run tree's sources: {out}");
+    assert!(out.contains(&format!("mytool says hi from {dir}/src/clipkg/__init__.py")), "the console script too: {out}");
+    let _ = step(&["release"], &synced.stdout);
+}
