@@ -176,7 +176,7 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     let mut header = Vec::new();
     for n in &synced.nodes {
         header.push(match &n.env {
-            Some(e) if e.strategy == schema::EnvStrategy::Build => build_line(&n.planned, e, n.interpreter.as_ref(), &synced),
+            Some(e) if e.strategy == schema::EnvStrategy::Build => build_line(&n.planned, e, &synced),
             _ => node_line(&n.planned, n.interpreter.as_ref()),
         });
     }
@@ -262,7 +262,7 @@ pub fn node_line(n: &PlannedNode, interpreter: Option<&schema::NodeInterpreter>)
 }
 
 /// `node1: 2 slots, env built for CPython 3.11.2 /usr/bin/python3 from uv.lock (your venv: 3.12.1); workers node1-0 node1-1`
-pub fn build_line(n: &PlannedNode, e: &schema::NodeEnv, _interpreter: Option<&schema::NodeInterpreter>, doc: &SyncDoc) -> String {
+pub fn build_line(n: &PlannedNode, e: &schema::NodeEnv, doc: &SyncDoc) -> String {
     let venv_version = doc
         .virtualenv_path
         .as_ref()
