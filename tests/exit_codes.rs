@@ -82,21 +82,25 @@ fn exit_74_when_the_runtime_dir_is_unusable() {
 
 #[test]
 fn exit_0_on_a_closed_stdout() {
-    // `| head -c 10`: the reader goes away; no error, no message.
+    // `| head -c 0`: the reader is gone before the first write, so that write fails with EPIPE
+    // whatever the document's size (a live reader that closes later could instead swallow a
+    // document that fits in the pipe buffer, and the error path would never run). The child's
+    // stdout is the write end of a pipe whose read end is closed before it starts.
     let mut inv = fixture();
     inv["nodes"].as_array_mut().unwrap().retain(|n| n["status"] == "ok");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
         .args(["plan", "-q", "--chdir", "pc", "--source"])
         .arg(project())
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), inv.to_string().as_bytes()).unwrap();
-    drop(child.stdout.take()); // close the read end before it writes
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "status {:?}, stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

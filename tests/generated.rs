@@ -2,6 +2,9 @@
 //! generates: regenerate them into a tempdir through the real binary and compare byte for
 //! byte. When this fails, run `scripts/gen-share` and commit the result.
 
+#[path = "common/require.rs"]
+mod require;
+
 use assert_cmd::Command;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -116,14 +119,14 @@ fn bash_completes_subcommands_and_their_options() {
     assert!(!bash_complete(&["pytest-cloud", ""]).iter().any(|x| x == "man"), "hidden subcommand offered");
 }
 
-/// zsh and fish are not on every machine (CI installs them, see .ci/run); where one is
-/// missing its check says so on stderr instead of pretending.
+/// zsh and fish are not on every machine (scripts/test installs them); where one is missing
+/// its check fails under CI and says SKIPPED elsewhere (`require`).
 fn have(shell: &str) -> bool {
-    let found = std::process::Command::new(shell).arg("-c").arg("exit 0").output().is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped: {shell} not installed");
-    }
-    found
+    require::require(
+        require::runs(shell, &["-c", "exit 0"]),
+        &format!("{shell} (not on PATH or does not start)"),
+        &format!("apt-get install {shell}, or scripts/install-deps {shell}; scripts/test installs it"),
+    )
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! stdin -> stdout pairs for `plan`. No root, sshd or network needed; the tests that need real
 //! nodes are the cluster tier (tests/cluster).
 
+#[path = "common/require.rs"]
+mod require;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::{Value, json};
@@ -81,7 +84,7 @@ fn plan_golden_pairs() {
         for _ in 0..2 {
             let out = bin().arg("plan").args(&args).arg("--source").arg(&source).env_remove("VIRTUAL_ENV").write_stdin(inventory_fixture()).output().unwrap();
             let got = String::from_utf8(out.stdout).unwrap();
-            if std::env::var_os("PYTEST_CLOUD_BLESS").is_some() {
+            if require::bless() {
                 let blessed = got.replace(&source.display().to_string(), "@SOURCE@").replace(env!("CARGO_PKG_VERSION"), "@VERSION@");
                 std::fs::write(p.with_extension("out.json"), blessed).unwrap();
                 continue;

@@ -164,7 +164,7 @@ fn assert_golden(name: &str, run: &Run) {
     text.push_str(&zero_field(summary, "elapsed_ms"));
     text.push('\n');
     let path = golden_dir().join(format!("{name}.out.jsonl"));
-    if std::env::var_os("PYTEST_CLOUD_BLESS").is_some() {
+    if common::require::bless() {
         std::fs::create_dir_all(golden_dir()).unwrap();
         std::fs::write(&path, &text).unwrap();
         return;

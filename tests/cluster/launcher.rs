@@ -5,6 +5,7 @@ use crate::common;
 
 use common::cluster::Cluster;
 use common::example::Example;
+use common::require::{self, is_root, require};
 use common::venvs::{self, RebaseProject};
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
@@ -235,15 +236,16 @@ fn a_node_frozen_mid_run_costs_no_test_and_leaves_nothing_once_thawed() {
 
 #[test]
 fn a_node_off_the_network_mid_run_costs_no_test_and_leaves_nothing_once_back() {
-    if !is_root() || Command::new("iptables").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
-        eprintln!("SKIPPED: unplugging a node needs root and iptables (scripts/install-deps installs it)");
+    // `iptables -S OUTPUT` lists rules: it needs root and a kernel that takes netfilter rules,
+    // which is what unplug needs (`-V` would pass without either).
+    if !require(
+        is_root() && require::runs("iptables", &["-S", "OUTPUT"]),
+        "root with a working iptables (`iptables -S OUTPUT` failed)",
+        "run as root; scripts/install-deps installs iptables (apt-get install iptables)",
+    ) {
         return;
     }
     node_lost_mid_run("unplug", Some("plug"));
-}
-
-fn is_root() -> bool {
-    String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0"
 }
 
 #[test]
@@ -478,14 +480,11 @@ fn a_venv_from_an_interpreter_the_nodes_lack_runs_on_theirs_with_the_local_outco
 
 #[test]
 fn a_312_venv_and_nodes_with_311_only_every_node_dropped_with_the_reason_and_nothing_written() {
-    let Some(base) = venvs::pyenv_312() else {
-        eprintln!(
-            "SKIPPED a_312_venv_and_nodes_with_311_only: no CPython 3.12 on this machine (~/.pyenv/versions/3.12.1/bin/python3 \
-             is missing; Debian 12 has only 3.11 and its interpreters cannot be fetched here). The same refusal is \
-             covered by interp's unit tests and by sync's pinned-interpreter test."
-        );
+    let found = venvs::python_312();
+    if !require(found.is_some(), venvs::PYTHON_312_MISSING, venvs::PYTHON_312_HOW) {
         return;
-    };
+    }
+    let base = found.unwrap();
     let template = venvs::template("rebase312", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
     let c = Cluster::up(2);

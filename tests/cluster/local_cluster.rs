@@ -4,14 +4,16 @@
 use crate::common;
 
 use common::cluster::{Cluster, script};
+use common::require::{is_root, require};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().expect("run id -u");
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
+/// The checks only root can make (a unix user per node, deleting those users): `require`d,
+/// so they fail under CI when not root and say SKIPPED elsewhere.
+fn as_root(check: &str) -> bool {
+    require(is_root(), "root", &format!("run the cluster tier as root (scripts/test does) to check {check}"))
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -138,7 +140,7 @@ fn nodes_look_like_separate_machines_and_take_rsync() {
         homes.insert(lines[1].to_string());
     }
     assert_eq!(homes.len(), 3, "HOMEs must differ: {homes:?}");
-    if is_root() {
+    if as_root("that every node is its own unix user") {
         assert_eq!(
             users.len(),
             3,
@@ -219,7 +221,7 @@ fn kill_ends_running_sessions() {
         Some(255),
         "the client sees the connection die"
     );
-    if is_root() {
+    if as_root("that no process of the stopped node's user is left") {
         assert_eq!(live_processes_of_user(&user), Vec::<String>::new());
     }
     assert!(
@@ -385,7 +387,7 @@ fn down_leaves_nothing_behind() {
         owner.map_or(true, |o| o.trim() != dir.to_string_lossy()),
         "claim {claim} released"
     );
-    if is_root() {
+    if as_root("that down deletes the node users") {
         for user in &users {
             assert!(!user_exists(user), "user {user} deleted");
         }
@@ -416,7 +418,7 @@ fn two_clusters_at_once_do_not_collide() {
         home(&b).trim(),
         b.dir().join("node1/home").to_string_lossy()
     );
-    if is_root() {
+    if as_root("that two clusters' nodes are different users") {
         assert_ne!(status_field(&a, "node1", 3), status_field(&b, "node1", 3));
     }
     // Stopping a node of one cluster leaves the other alone.
@@ -463,8 +465,8 @@ impl Drop for TestUser {
 
 #[test]
 fn non_root_mode_runs_every_node_as_the_caller() {
-    if !is_root() {
-        eprintln!("not root: every other test already runs the non-root mode");
+    // Making the unprivileged user to run the script as needs root.
+    if !as_root("the non-root mode as an unprivileged user") {
         return;
     }
     let user = TestUser::create();

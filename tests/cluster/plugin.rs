@@ -7,23 +7,24 @@ use crate::common;
 
 use common::cluster::Cluster;
 use common::example::Example;
+use common::require::require;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The wheel under test. Built once per scripts/test run (a release build takes minutes on
-/// 2 cores), so a plain `cargo test` without it says so and skips.
+/// 2 cores), so a plain `cargo test` without it says SKIPPED, and fails under CI (`require`).
 fn wheel() -> Option<PathBuf> {
-    match std::env::var_os("PYTEST_CLOUD_WHEEL") {
-        Some(w) => {
-            let w = PathBuf::from(w);
-            assert!(w.is_file(), "$PYTEST_CLOUD_WHEEL names {}, which is not a file", w.display());
-            Some(w)
-        }
-        None => {
-            eprintln!("skipped: PYTEST_CLOUD_WHEEL is not set; scripts/test builds the wheel (scripts/build-wheel) and sets it");
-            None
-        }
+    let given = std::env::var_os("PYTEST_CLOUD_WHEEL").filter(|w| !w.is_empty());
+    if !require(
+        given.is_some(),
+        "$PYTEST_CLOUD_WHEEL (the wheel to test)",
+        "run scripts/test, which builds it with scripts/build-wheel and sets it, or set it to a target/wheels/pytest_cloud-*.whl",
+    ) {
+        return None;
     }
+    let w = PathBuf::from(given.unwrap());
+    assert!(w.is_file(), "$PYTEST_CLOUD_WHEEL names {}, which is not a file", w.display());
+    Some(w)
 }
 
 fn install(ex: &Example, wheel: &Path) {

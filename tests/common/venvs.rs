@@ -60,14 +60,29 @@ pub fn hidden_base_311() -> Base {
     Base { version: version_of(&python), python }
 }
 
-/// pyenv's 3.12.1 when this machine has it. Debian 12 ships no other CPython than 3.11 and
-/// nothing but PyPI, crates.io and Debian can be reached here, so without pyenv there is no
-/// 3.12 to make a venv from: the caller skips, saying so.
-pub fn pyenv_312() -> Option<Base> {
+/// A CPython 3.12 to make a venv from: pyenv's (`~/.pyenv/versions/3.12.*`, 3.12.1 on this
+/// machine image), under root's 0700 home, so the node users cannot run it (a python3.12 on
+/// PATH would not do: the nodes would find it). Debian 12 ships no CPython but 3.11, and no
+/// registry reachable here (PyPI, crates.io, Debian) carries a CPython 3.12 build (PyPI's
+/// pbs-installer and uv download theirs from elsewhere), so where pyenv has none the caller
+/// cannot run its check: it goes through `require` with the two texts below.
+pub fn python_312() -> Option<Base> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let p = PathBuf::from(home).join(".pyenv/versions/3.12.1/bin/python3");
-    p.exists().then(|| Base { version: version_of(&p), python: p })
+    let mut found: Vec<PathBuf> = std::fs::read_dir(PathBuf::from(home).join(".pyenv/versions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("3.12."))
+        .map(|e| e.path().join("bin/python3"))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    let p = found.into_iter().next()?;
+    Some(Base { version: version_of(&p), python: p })
 }
+
+pub const PYTHON_312_MISSING: &str = "a CPython 3.12 interpreter (looked for ~/.pyenv/versions/3.12.*/bin/python3)";
+pub const PYTHON_312_HOW: &str = "install one with pyenv (`pyenv install 3.12.1`, as the user that runs the tests; it builds from python.org's source); Debian 12 ships only 3.11 and no reachable registry has a CPython 3.12 build";
 
 /// A venv made from `base` with `packages` from PyPI, built once (keyed by name and version).
 pub fn template(name: &str, base: &Base, packages: &[&str]) -> PathBuf {

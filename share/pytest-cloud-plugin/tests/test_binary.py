@@ -23,9 +23,8 @@ def fake(dir: Path, version: str, name: str = "pytest-cloud") -> Path:
     return path
 
 
-def test_the_wheels_binary_is_found_beside_the_interpreter():
-    version = binary.plugin_version()
-    assert version, "run against the installed wheel (scripts/test does), not a source tree"
+def test_the_wheels_binary_is_found_beside_the_interpreter(installed_wheel):
+    version = installed_wheel
     assert Path(binary.__file__).resolve().is_relative_to(Path(sysconfig.get_path("platlib")).resolve())
     found = binary.locate(env={}, path_env="")
     assert found.how == "beside the interpreter"
@@ -34,8 +33,8 @@ def test_the_wheels_binary_is_found_beside_the_interpreter():
     assert binary.same_version(found.version, version), (found.version, version)
 
 
-def test_an_explicit_binary_beats_the_installed_one(tmp_path):
-    version = binary.plugin_version()
+def test_an_explicit_binary_beats_the_installed_one(tmp_path, installed_wheel):
+    version = installed_wheel
     given = fake(tmp_path / "dev", version)
     found = binary.locate(env={binary.BINARY_ENV: str(given)}, path_env="")
     assert (found.path, found.how) == (str(given), "$PYTEST_CLOUD_BINARY")
