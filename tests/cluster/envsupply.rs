@@ -19,12 +19,12 @@ fn controller_uv() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| tools.is_file().then_some(tools))
         .or_else(|| envsupply::controller_uv().ok());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "no uv on the controller: scripts/install-deps installs it into target/tools-venv (PYTEST_CLOUD_UV)"
-        );
-        eprintln!("SKIPPED: no uv here (pip install uv, or set PYTEST_CLOUD_UV)");
+    if !crate::common::require::require(
+        found.is_some(),
+        "uv on the controller ($PYTEST_CLOUD_UV, target/tools-venv/bin/uv or PATH)",
+        "scripts/install-deps installs it into target/tools-venv (or pip install uv, or set PYTEST_CLOUD_UV)",
+    ) {
+        return None;
     }
     found
 }

@@ -572,9 +572,12 @@ fn node_connect(cluster: &Cluster, alias: &str, host: &str, port: u16) -> String
 
 #[test]
 fn offline_cuts_the_node_user_off_all_but_loopback_and_online_restores_it() {
-    if !is_root() || Command::new("iptables").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "offline needs root and iptables (scripts/install-deps installs it)");
-        eprintln!("SKIPPED: offline needs root and iptables");
+    // `iptables -S OUTPUT` needs root and a kernel that takes netfilter rules (`-V` needs neither).
+    if !require(
+        is_root() && common::require::runs("iptables", &["-S", "OUTPUT"]),
+        "root with a working iptables (`iptables -S OUTPUT` failed)",
+        "run as root; scripts/install-deps installs iptables (apt-get install iptables)",
+    ) {
         return;
     }
     // An address of PyPI resolved here (the controller is online), so the node's try is a
