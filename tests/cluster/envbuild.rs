@@ -31,14 +31,11 @@ fn outcomes(o: &Output) -> (BTreeSet<String>, String) {
     (set, counts)
 }
 
-/// pyenv's CPython 3.12.1, or (not on CI) None after saying why the test cannot run here.
-fn base_312(test: &str) -> Option<venvs::Base> {
-    let b = venvs::pyenv_312();
-    if b.is_none() {
-        let why = format!("{test}: no CPython 3.12 here (~/.pyenv/versions/3.12.1/bin/python3 is missing), so there is no venv the 3.11 nodes cannot take");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-        eprintln!("SKIPPED {why}");
-    }
+/// pyenv's CPython 3.12 (`venvs::python_312`), or None after `require` said why the test
+/// cannot run here (under CI it fails instead): no venv the 3.11 nodes cannot take.
+fn base_312() -> Option<venvs::Base> {
+    let b = venvs::python_312();
+    crate::common::require::require(b.is_some(), venvs::PYTHON_312_MISSING, venvs::PYTHON_312_HOW).then_some(())?;
     b
 }
 
@@ -74,7 +71,7 @@ fn node_envs(c: &Cluster, node: &str) -> Vec<String> {
 
 #[test]
 fn a_312_venv_runs_on_311_nodes_in_envs_they_build_and_a_second_run_builds_nothing() {
-    let Some(base) = base_312("a_312_venv_runs_on_311_nodes_in_envs_they_build") else { return };
+    let Some(base) = base_312() else { return };
     let template = venvs::template("rebase312", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
     let c = Cluster::up(2);
@@ -127,7 +124,7 @@ fn a_312_venv_runs_on_311_nodes_in_envs_they_build_and_a_second_run_builds_nothi
 
 #[test]
 fn two_concurrent_runs_needing_one_new_env_build_it_once() {
-    let Some(base) = base_312("two_concurrent_runs_needing_one_new_env_build_it_once") else { return };
+    let Some(base) = base_312() else { return };
     let template = venvs::template("rebase312", &base, venvs::PACKAGES);
     let (a, b) = (RebaseProject::new(&template), RebaseProject::new(&template));
     // Different sources, one env: b's answer is 41, so its test_fails passes. Each run tree
@@ -171,7 +168,7 @@ fn two_concurrent_runs_needing_one_new_env_build_it_once() {
 
 #[test]
 fn a_node_that_reaches_no_index_builds_from_the_controllers_wheels() {
-    let Some(base) = base_312("a_node_that_reaches_no_index_builds_from_the_controllers_wheels") else { return };
+    let Some(base) = base_312() else { return };
     let template = venvs::template("rebase312", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
     let c = Cluster::up(2);
@@ -192,7 +189,8 @@ fn a_node_that_reaches_no_index_builds_from_the_controllers_wheels() {
 
 /// A 3.12 venv whose base only node1's user can run: node1 takes the venv, node2 (3.11) cannot.
 fn mixed_fleet(test: &str) -> Option<(venvs::Base, RebaseProject, Cluster)> {
-    base_312(test)?;
+    let _ = test; // require names the running test itself
+    base_312()?;
     let base = venvs::copied_312().unwrap();
     let template = venvs::template("mixed312", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
@@ -257,7 +255,7 @@ fn a_package_that_cannot_be_installed_on_a_node_drops_only_that_node_naming_it()
 
 #[test]
 fn a_project_with_a_uv_lock_is_built_from_it() {
-    let Some(base) = base_312("a_project_with_a_uv_lock_is_built_from_it") else { return };
+    let Some(base) = base_312() else { return };
     let template = venvs::template("rebase312", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
     let pyproject = p.root().join("pyproject.toml");
@@ -281,7 +279,7 @@ fn a_project_with_a_uv_lock_is_built_from_it() {
 
 #[test]
 fn sync_alone_builds_the_env_and_exec_runs_in_it() {
-    let Some(base) = base_312("sync_alone_builds_the_env_and_exec_runs_in_it") else { return };
+    let Some(base) = base_312() else { return };
     let template = venvs::template("rebase312", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
     let c = Cluster::up(1);

@@ -215,11 +215,11 @@ pub fn uv() -> PathBuf {
     template("uv", &base, &["uv>=0.5"]).join("bin/uv")
 }
 
-/// pyenv's CPython 3.12.1 copied to /tmp/pcm312/p (its RUNPATH, which names pyenv's lib/,
+/// pyenv's CPython 3.12 ([`python_312`]) copied to /tmp/pcm312/p (its RUNPATH, which names pyenv's lib/,
 /// rewritten to the copy's), so that a node user can be given access to it: the base of a
 /// venv that one node can take and another cannot. Made once per machine.
 pub fn copied_312() -> Option<Base> {
-    let src = pyenv_312()?;
+    let src = python_312()?;
     let top = PathBuf::from("/tmp/pcm312");
     let python = top.join("p/bin/python3.12");
     if !top.join("ready").exists() {
