@@ -396,6 +396,45 @@ fn down_leaves_nothing_behind() {
     assert_eq!(status.code(), Some(255), "the open session was ended");
 }
 
+/// `down` collects every node's processes from one process table (scripts/local-cluster
+/// `all_nodes_pids`); a frozen node's sshd and its stopped session must be among them.
+#[test]
+fn down_ends_frozen_and_unfrozen_nodes_alike() {
+    let mut cluster = Cluster::up(3);
+    let dir_text = format!("{}/", cluster.dir().display());
+    let mut sessions: Vec<_> = ["node1", "node3"]
+        .iter()
+        .map(|n| {
+            let before = cluster.connections(n);
+            let child = cluster
+                .ssh_command(n, "sleep 300")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            while cluster.connections(n) == before {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            child
+        })
+        .collect();
+    let users: Vec<String> = cluster.aliases().iter().map(|a| status_field(&cluster, a, 3)).collect();
+    cluster.freeze("node1");
+    let status = cluster.status();
+    assert!(status.lines().any(|l| l.starts_with("node1 ") && l.ends_with("frozen")), "{status}");
+    cluster.down();
+    assert_eq!(live_processes_mentioning(&dir_text), Vec::<String>::new());
+    if is_root() {
+        for user in &users {
+            assert_eq!(live_processes_of_user(user), Vec::<String>::new(), "{user}");
+            assert!(!user_exists(user), "user {user} deleted");
+        }
+    }
+    for s in &mut sessions {
+        assert_eq!(s.wait().unwrap().code(), Some(255), "the open session was ended");
+    }
+}
+
 #[test]
 fn two_clusters_at_once_do_not_collide() {
     let (a, b) = std::thread::scope(|s| {
