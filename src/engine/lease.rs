@@ -203,8 +203,25 @@ fn on_all(config: &Path, held: &[Held], mode: &str, deadline: Duration) -> Vec<N
     })
 }
 
-/// Runs `f` while a thread renews the leases every [`RENEW_EVERY`] (once at once, too), so
-/// that nothing removes the trees under it. A lost lease is said on stderr. Returns `f`'s
+/// How long the first renewal can wait: until [`RENEW_EVERY`] after the oldest of the leases
+/// was written (the `started_unix` of its line, plus a second for the rounding), so the leases
+/// a sync has just written are not renewed again while the run's workers start (at 64 nodes
+/// that was 64 ssh sessions and node scripts in the middle of worker start). A lease without
+/// a readable start, or an older one, is renewed at once.
+pub fn first_renewal_in(held: &[Held], now_unix: u64) -> Duration {
+    let mut wait = RENEW_EVERY;
+    for h in held {
+        let Some(started) = h.lease.split_whitespace().find_map(|w| w.strip_prefix("started_unix=")).and_then(|s| s.parse::<u64>().ok()) else {
+            return Duration::ZERO;
+        };
+        let age = Duration::from_secs(now_unix.saturating_sub(started) + 1);
+        wait = wait.min(RENEW_EVERY.saturating_sub(age));
+    }
+    wait
+}
+
+/// Runs `f` while a thread renews the leases every [`RENEW_EVERY`] (the first time when
+/// [`first_renewal_in`] says), so that nothing removes the trees under it. A lost lease is said on stderr. Returns `f`'s
 /// value and which nodes answered the last renewal (a node that did not may be lost: its
 /// release is then given less time).
 pub fn renewing<T>(config: &Path, held: &[Held], quiet: bool, f: impl FnOnce() -> T) -> (T, Vec<bool>) {
@@ -216,10 +233,11 @@ pub fn renewing<T>(config: &Path, held: &[Held], quiet: bool, f: impl FnOnce() -
     let out = std::thread::scope(|s| {
         s.spawn(|| {
             let mut said = vec![false; held.len()];
-            let mut last: Option<std::time::Instant> = None;
+            let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let mut next = std::time::Instant::now() + first_renewal_in(held, now_unix);
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if last.is_none_or(|t| t.elapsed() >= RENEW_EVERY) {
-                    last = Some(std::time::Instant::now());
+                if std::time::Instant::now() >= next {
+                    next = std::time::Instant::now() + RENEW_EVERY;
                     let answers = renew_all(config, held, Duration::from_secs(20));
                     let mut ok = answered.lock().unwrap_or_else(|p| p.into_inner());
                     for (i, a) in answers.into_iter().enumerate() {
@@ -326,6 +344,27 @@ mod tests {
             .expect("unshare (util-linux) runs");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && text.contains("1 passed"), "without /proc: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn fresh_leases_wait_for_their_first_renewal_and_old_or_unreadable_ones_do_not() {
+        let held = |line: &str| Held {
+            node: "n".into(),
+            dest: crate::ssh::Destination::parse("n").unwrap(),
+            base: "/b".into(),
+            runs: "/b.pytest-cloud-runs".into(),
+            id: "r1".into(),
+            lease: line.into(),
+        };
+        let made_at = |t: u64| held(&format!("pytest-cloud run=r1 host=h boot=b pid=1 ttl_min=2 user=u started_unix={t} source=/p"));
+        assert_eq!(first_renewal_in(&[made_at(1000)], 1000), RENEW_EVERY - Duration::from_secs(1));
+        assert_eq!(first_renewal_in(&[made_at(1000), made_at(995)], 1000), RENEW_EVERY - Duration::from_secs(6), "the oldest decides");
+        assert_eq!(first_renewal_in(&[made_at(1000)], 1000 + RENEW_EVERY.as_secs()), Duration::ZERO);
+        assert_eq!(first_renewal_in(&[made_at(1000), held("pytest-cloud run=r1 pid=1")], 1000), Duration::ZERO);
+        assert_eq!(first_renewal_in(&[made_at(2000)], 1000), RENEW_EVERY - Duration::from_secs(1), "a clock behind the lease's");
+        let real = lease_line("r1", "ctl", 1, 2, "me", Path::new("/p"));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert!(first_renewal_in(&[held(&real)], now) >= RENEW_EVERY - Duration::from_secs(2), "{real}");
     }
 
     #[test]
