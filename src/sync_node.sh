@@ -149,9 +149,18 @@ run_make() {
 run_harvest() {
     h_tree=$1
     [ -f "$h_tree/$run_stamp" ] && [ -d "$dir" ] || return 0
+    # One ln per __pycache__ directory, not a mkdir and an ln per file: find lists a
+    # directory's files together, and a cold run's tree has a few hundred of them (the
+    # release of one node took 1-3 s under load with a fork per file).
     find "$h_tree" -type f -name '*.pyc' -newer "$h_tree/$run_stamp" -exec sh -c '
         tree=$1 base=$2
         shift 2
+        to= list=
+        flush() {
+            [ -n "$list" ] || return 0
+            { [ -d "$to" ] || mkdir -p -- "$to"; } 2>/dev/null && eval "ln -- $list \"\$to\"" 2>/dev/null
+            list=
+        }
         for f do
             rel=${f#"$tree"/}
             case "$rel" in
@@ -163,8 +172,13 @@ run_harvest() {
             src=$d${name%%.*}.py
             [ -e "$base/$rel" ] && continue
             [ "$tree/$src" -ef "$base/$src" ] || continue
-            mkdir -p -- "$base/${d}__pycache__" 2>/dev/null && ln -- "$f" "$base/$rel" 2>/dev/null
+            [ "$base/${d}__pycache__/" = "$to" ] || { flush; to=$base/${d}__pycache__/; }
+            case "$f" in
+            *"'\''"*) { [ -d "$to" ] || mkdir -p -- "$to"; } 2>/dev/null && ln -- "$f" "$to" 2>/dev/null ;;
+            *) list="$list '\''$f'\''" ;;
+            esac
         done
+        flush
         exit 0' sh "$h_tree" "$dir" {} +
 }
 

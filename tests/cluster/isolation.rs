@@ -180,3 +180,31 @@ fn two_trees_with_one_project_name_run_at_once_and_a_dead_runs_tree_is_reaped() 
         }
     }
 }
+
+/// A run tree's new bytecode goes to the shared base when the run ends (`run_harvest` in
+/// src/sync_node.sh, one `ln` per `__pycache__`), so the next run's tree starts with it: the
+/// venv's (a cold node has none), the project's, and a directory whose name has a quote.
+#[test]
+fn bytecode_compiled_in_a_run_tree_is_given_to_the_base_when_the_run_ends() {
+    let c = Cluster::up(1);
+    let ex = Example::named("proj");
+    std::fs::create_dir_all(ex.root().join("quo'te")).unwrap();
+    write(&ex.root().join("quo'te/qmod.py"), "VALUE = 7\n");
+    write(
+        &ex.root().join("tests/test_quote.py"),
+        "import os, sys\n\ndef test_imports_from_a_quoted_dir():\n    \
+             sys.path.insert(0, os.path.join(os.getcwd(), \"quo'te\"))\n    \
+             import qmod\n    \
+             assert qmod.VALUE == 7\n",
+    );
+    let got = cloud_command(&ex, &c).output().unwrap();
+    assert_eq!(got.status.code(), Some(0), "{}", text(&got));
+    let count = |pattern: &str| -> usize {
+        let out = c.ssh("node1", &format!("cd pytest_*_proj && ls -d {pattern} 2>/dev/null | wc -l"));
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    assert!(count(".venv/lib/python3*/site-packages/_pytest/__pycache__/*.pyc") > 10, "the venv's bytecode is in the base");
+    assert_eq!(count("\"quo'te\"/__pycache__/qmod.*.pyc"), 1, "the quoted directory's bytecode is in the base");
+    assert!(count("tests/__pycache__/test_quote.*.pyc") >= 1, "the tests' bytecode is in the base");
+    assert_eq!(on_node(&c, "node1"), (vec![".pytest-cloud-runs".to_string()], true), "the run tree is gone");
+}
