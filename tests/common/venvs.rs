@@ -28,6 +28,9 @@ fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// Held while a template (or the copied 3.12) is made in this process.
+static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// An interpreter to make venvs from, and its version.
 #[derive(Debug, Clone)]
 pub struct Base {
@@ -88,6 +91,9 @@ pub const PYTHON_312_HOW: &str = "install one with pyenv (`pyenv install 3.12.1`
 pub fn template(name: &str, base: &Base, packages: &[&str]) -> PathBuf {
     let key = format!("venv-{name}-v1-py{}", base.version);
     let dir = tmp().join(&key);
+    // The tests of one binary run on threads of one process: one builds, the others wait (the
+    // staging name is per process, so two threads building it at once broke each other's venv).
+    let _one_builder = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     if dir.join("ready").exists() {
         return dir;
     }
@@ -222,6 +228,7 @@ pub fn copied_312() -> Option<Base> {
     let src = python_312()?;
     let top = PathBuf::from("/tmp/pcm312");
     let python = top.join("p/bin/python3.12");
+    let _one_builder = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     if !top.join("ready").exists() {
         let _ = std::fs::remove_dir_all(&top);
         std::fs::create_dir_all(&top).unwrap();
