@@ -165,6 +165,11 @@ pub struct SyncArgs {
     /// venv fits the node, build where it does not).
     #[arg(long, value_name = "auto|sync|build", default_value = "auto", value_parser = crate::envbuild::EnvMode::parse)]
     pub env: crate::envbuild::EnvMode,
+    /// Build nodes install with no index: the controller fetches the wheels for each build
+    /// node's platform and Python and sends them (nodes without internet). Without it, the
+    /// wheelhouse is used only after a node's index cannot be reached.
+    #[arg(long)]
+    pub wheelhouse: bool,
     /// Wait this long for another run's lock on a node's directory before dropping the node.
     #[arg(long, value_name = "SECS", default_value_t = options::DEFAULT_LOCK_WAIT_S)]
     pub lock_wait: u64,

@@ -149,7 +149,9 @@ build)
         esac
     done
     rm -f -- "$env"/bin/activate*
-    printf '%s\n' "key=$key python=$py built_unix=$(date +%s)" >"$env/$env_marker" || { rm -rf -- "$env" "$lock"; echo "error=cannot write $env/$env_marker"; end; }
+    from=index
+    [ -n "$links" ] && from="wheels:$links"
+    printf '%s\n' "key=$key python=$py built_unix=$(date +%s) from=$from" >"$env/$env_marker" || { rm -rf -- "$env" "$lock"; echo "error=cannot write $env/$env_marker"; end; }
     rm -rf -- "$lock"
     echo "env=built"
     echo "env_build_s=$(($(date +%s) - started))"

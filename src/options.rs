@@ -79,6 +79,7 @@ pub fn cloud_options() -> Vec<CloudOption> {
         o("--cloud-nodes", Kind::Nodes, Some("'NODE NODE ...'"), "space-separated nodes; repeatable", None, true),
         o("--cloud-python", Kind::Text, Some("NAME"), "interpreter on the nodes (name, absolute path, or a version: 3.12 = python3.12) the venv must run on, or a node-built env is made for; unset: the first compatible of the venv's own base, python3.X, python3", given(DEFAULT_PYTHON), true),
         o("--cloud-env", Kind::Text, Some("auto|sync|build"), "how each node gets its environment: sync (your venv travels), build (the node builds one with uv for its own Python), auto (sync where the venv fits the node, build where it does not)", given("auto"), true),
+        o("--cloud-wheelhouse", Kind::Flag, None, "build nodes install with no index: the controller fetches the wheels for each node's platform and Python and sends them (for nodes without internet; without it, only after a node's index cannot be reached)", None, true),
         o("--cloud-chdir", Kind::Text, Some("DIR"), "directory on the nodes, relative to the remote home", given("pytest_<user>_<project>"), true),
         o("--cloud-virtualenv-path", Kind::Path, Some("PATH"), "the project's virtualenv, inside the project", given("$VIRTUAL_ENV, .venv, venv"), true),
         o("--cloud-mem-per-process", Kind::Integer, Some("MB"), "MiB one test process needs; caps processes per node", None, true),

@@ -344,9 +344,14 @@ pub struct NodeEnv {
     /// This run built it (false: the node had it already, or another run built it meanwhile).
     #[serde(default)]
     pub built: bool,
-    /// Built from wheels the controller fetched and sent (the node reached no index).
+    /// Built from wheels the controller fetched and sent, with no index (`--wheelhouse`, or
+    /// the node reached no index).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wheelhouse: bool,
+    /// A first install from the node's index failed for want of a network (then the
+    /// wheelhouse was used). Never with `--wheelhouse`, which tries no index.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub index_failed: bool,
     /// Milliseconds the build took on the node (when built).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_ms: Option<u64>,

@@ -351,7 +351,7 @@ _pytest__cloud() {
             return 0
             ;;
         pytest__cloud__subcmd__pytest)
-            opts="--cloud-node --cloud-nodes --cloud-python --cloud-env --cloud-chdir --cloud-virtualenv-path --cloud-mem-per-process --cloud-max-processes --cloud-rsync-bandwidth-limit --cloud-rsync-max-processes --cloud-rsync-cipher --cloud-ssh-config --cloud-connect-timeout --cloud-node-timeout --cloud-develop-egg --cloud-timings --cloud-prepare --cloud-quiet --cloud-help"
+            opts="--cloud-node --cloud-nodes --cloud-python --cloud-env --cloud-wheelhouse --cloud-chdir --cloud-virtualenv-path --cloud-mem-per-process --cloud-max-processes --cloud-rsync-bandwidth-limit --cloud-rsync-max-processes --cloud-rsync-cipher --cloud-ssh-config --cloud-connect-timeout --cloud-node-timeout --cloud-develop-egg --cloud-timings --cloud-prepare --cloud-quiet --cloud-help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -443,7 +443,7 @@ _pytest__cloud() {
             return 0
             ;;
         pytest__cloud__subcmd__sync)
-            opts="-q -h --source --rsync-bandwidth-limit --rsync-max-processes --rsync-cipher --exclude --include-git --develop-egg --env --lock-wait --keep-minutes --ssh-config --connect-timeout --control-persist --quiet --help"
+            opts="-q -h --source --rsync-bandwidth-limit --rsync-max-processes --rsync-cipher --exclude --include-git --develop-egg --env --wheelhouse --lock-wait --keep-minutes --ssh-config --connect-timeout --control-persist --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

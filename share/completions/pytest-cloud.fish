@@ -66,6 +66,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l ssh-c
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l connect-timeout -d 'ssh ConnectTimeout in seconds (TCP connect and banner)' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l control-persist -d 'Keep each node\'s shared ssh connection open this long after use; 0 = no sharing' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l include-git -d 'Sync .git directories too (excluded by default)'
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -l wheelhouse -d 'Build nodes install with no index: the controller fetches the wheels for each build node\'s platform and Python and sends them (nodes without internet). Without it, the wheelhouse is used only after a node\'s index cannot be reached'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -s q -l quiet -d 'No progress on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand sync" -s h -l help -d 'Print help'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand exec" -l per -d 'One job per node, or one per slot (worker) of each node' -r -f -a "node\t'One job per node'
@@ -98,6 +99,7 @@ complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l clo
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-connect-timeout -d 'ssh ConnectTimeout in seconds [default: 5]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-node-timeout -d 'a node that answers nothing for this many seconds is lost and its tests run on the others (at least 4) [default: 12]' -r
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-develop-egg -d 'package directory inside the project to install in develop mode on the nodes; repeatable' -r
+complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-wheelhouse -d 'build nodes install with no index: the controller fetches the wheels for each node\'s platform and Python and sends them (for nodes without internet; without it, only after a node\'s index cannot be reached)'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-timings -d 'print how long each phase took (probe, plan, sync, worker start, tests, teardown) as one JSON line on stderr'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-prepare -d 'probe, plan and sync, then print a session document instead of running pytest'
 complete -c pytest-cloud -n "__fish_pytest_cloud_using_subcommand pytest" -l cloud-quiet -d 'no header or progress on stderr'

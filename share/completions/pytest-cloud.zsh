@@ -74,6 +74,7 @@ _arguments "${_arguments_options[@]}" : \
 '--connect-timeout=[ssh ConnectTimeout in seconds (TCP connect and banner)]:SECS:_default' \
 '--control-persist=[Keep each node'\''s shared ssh connection open this long after use; 0 = no sharing]:SECS:_default' \
 '--include-git[Sync .git directories too (excluded by default)]' \
+'--wheelhouse[Build nodes install with no index\: the controller fetches the wheels for each build node'\''s platform and Python and sends them (nodes without internet). Without it, the wheelhouse is used only after a node'\''s index cannot be reached]' \
 '-q[No progress on stderr]' \
 '--quiet[No progress on stderr]' \
 '-h[Print help]' \
@@ -131,6 +132,7 @@ _arguments "${_arguments_options[@]}" : \
 '*--cloud-connect-timeout=[ssh ConnectTimeout in seconds \[default\: 5\]]:VALUE:_default' \
 '*--cloud-node-timeout=[a node that answers nothing for this many seconds is lost and its tests run on the others (at least 4) \[default\: 12\]]:VALUE:_default' \
 '*--cloud-develop-egg=[package directory inside the project to install in develop mode on the nodes; repeatable]:VALUE:_default' \
+'--cloud-wheelhouse[build nodes install with no index\: the controller fetches the wheels for each node'\''s platform and Python and sends them (for nodes without internet; without it, only after a node'\''s index cannot be reached)]' \
 '--cloud-timings[print how long each phase took (probe, plan, sync, worker start, tests, teardown) as one JSON line on stderr]' \
 '--cloud-prepare[probe, plan and sync, then print a session document instead of running pytest]' \
 '--cloud-quiet[no header or progress on stderr]' \

@@ -95,6 +95,7 @@ pub fn split_args(args: &[String]) -> Result<(CloudOptions, Vec<String>)> {
             }
             "--cloud-develop-egg" => o.develop_eggs.push(value.into()),
             "--cloud-timings" => o.timings = true,
+            "--cloud-wheelhouse" => o.wheelhouse = true,
             "--cloud-prepare" => o.prepare = true,
             "--cloud-quiet" => o.quiet = true,
             "--cloud-help" => o.help = true,

@@ -42,6 +42,7 @@ pub fn run(args: &SyncArgs, out: &mut dyn Write) -> Result<Outcome> {
         live_progress: tty,
         lease_ttl_min: args.keep_minutes,
         env: args.env,
+        wheelhouse: args.wheelhouse,
         ..SyncOptions::default()
     };
     interrupt::install();

@@ -27,6 +27,8 @@ pub struct CloudOptions {
     pub nodes: Vec<String>,
     pub python: Option<String>,
     pub env: crate::envbuild::EnvMode,
+    /// `--cloud-wheelhouse`: build nodes install from the controller's wheels, no index.
+    pub wheelhouse: bool,
     pub chdir: Option<String>,
     pub virtualenv_path: Option<PathBuf>,
     pub mem_per_process_mb: Option<u64>,
@@ -269,10 +271,11 @@ pub fn build_line(n: &PlannedNode, e: &schema::NodeEnv, doc: &SyncDoc) -> String
         .and_then(|v| crate::venv::base_interpreter(&Path::new(&doc.source).join(v)).ok())
         .map(|b| format!(" (your venv: {})", b.version))
         .unwrap_or_default();
-    let how = match (e.built, e.wheelhouse) {
-        (true, true) => "env built from the controller's wheels (the node reaches no index)",
-        (true, false) => "env built",
-        (false, _) => "env (cached on the node) built",
+    let how = match (e.built, e.wheelhouse, e.index_failed) {
+        (true, true, true) => "env built from the controller's wheels (the node reaches no index)",
+        (true, true, false) => "env built from the controller's wheels (no index tried)",
+        (true, false, _) => "env built",
+        (false, _, _) => "env (cached on the node) built",
     };
     format!(
         "{}: {} slots, {how} for CPython {} {} {}{venv_version}; workers {}",
@@ -287,7 +290,7 @@ pub fn build_line(n: &PlannedNode, e: &schema::NodeEnv, doc: &SyncDoc) -> String
 
 fn sync_options(opts: &CloudOptions) -> crate::engine::sync::SyncOptions {
     use crate::engine::sync::SyncOptions;
-    let mut sync_opts = SyncOptions { develop_eggs: opts.develop_eggs.clone(), env: opts.env, ..SyncOptions::default() };
+    let mut sync_opts = SyncOptions { develop_eggs: opts.develop_eggs.clone(), env: opts.env, wheelhouse: opts.wheelhouse, ..SyncOptions::default() };
     if let Some(bw) = opts.rsync_bandwidth_limit_kbps {
         sync_opts.bwlimit_kbps = bw;
     }

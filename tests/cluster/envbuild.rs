@@ -187,6 +187,30 @@ fn a_node_that_reaches_no_index_builds_from_the_controllers_wheels() {
     assert!(out.contains("[node2-0]") || out.contains("[node2-1]"), "tests ran on node2:\n{out}");
 }
 
+#[test]
+fn with_cloud_wheelhouse_an_offline_node_builds_from_the_controllers_wheels_and_tries_no_index() {
+    let Some(base) = base_312("with_cloud_wheelhouse_an_offline_node_builds_from_the_controllers_wheels_and_tries_no_index") else { return };
+    let template = venvs::template("rebase312", &base, venvs::PACKAGES);
+    let p = RebaseProject::new(&template);
+    let c = Cluster::up(1);
+    let nodes = c.aliases();
+    c.offline("node1");
+    let cut = c.ssh("node1", "/usr/bin/python3 -c \"import urllib.request as u; u.urlopen('https://pypi.org/simple/', timeout=5)\"");
+    assert!(!cut.status.success(), "node1 must not reach PyPI:\n{}", text(&cut));
+    let l = local(&p);
+    let r = cloud(p.root(), &c, &nodes, &["--cloud-wheelhouse"]);
+    let out = text(&r);
+    c.online("node1");
+    assert_eq!(r.status.code(), l.status.code(), "{out}");
+    assert_eq!(outcomes(&r), outcomes(&l), "{out}");
+    // "(no index tried)": the controller saw no failed install from the node's index (a
+    // first attempt that failed would say "(the node reaches no index)").
+    assert!(header(&out, "node1").contains(", env built from the controller's wheels (no index tried) for CPython 3.11"), "{out}");
+    let envs = node_envs(&c, "node1");
+    assert_eq!(envs.len(), 1, "{envs:?}");
+    assert!(envs[0].contains(" from=wheels:") && envs[0].contains("/.cache/pytest-cloud/wheels/cp311-"), "the node installed from the wheels only: {envs:?}");
+}
+
 /// A 3.12 venv whose base only node1's user can run: node1 takes the venv, node2 (3.11) cannot.
 fn mixed_fleet(test: &str) -> Option<(venvs::Base, RebaseProject, Cluster)> {
     let _ = test; // require names the running test itself

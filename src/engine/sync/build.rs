@@ -72,8 +72,10 @@ pub(super) struct NodeBuild {
     /// The pre-flight found it complete.
     ready: bool,
     built: bool,
-    /// Built from the controller's wheels (the node reached no index).
+    /// Built from the controller's wheels (asked for, or the node reached no index).
     wheelhouse: bool,
+    /// An install from the node's index was tried and failed for want of a network.
+    index_failed: bool,
     build_ms: Option<u64>,
 }
 
@@ -155,6 +157,7 @@ pub(super) fn choose(r: &mut NodeRun, local: &Local, opts: &SyncOptions) -> std:
         ready: false,
         built: false,
         wheelhouse: false,
+        index_failed: false,
         build_ms: None,
     });
     Ok((path, version))
@@ -215,6 +218,13 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, local: &Local, opts: &S
         }
     }
     let mut links = String::new();
+    if opts.wheelhouse {
+        // Asked for: no index is ever tried, the controller's wheels are the only source.
+        match send_wheelhouse(r, config, opts) {
+            Ok(dir) => links = dir,
+            Err(why) => return r.drop_with(ErrorKind::EnvBuildFailed, why),
+        }
+    }
     loop {
         let b = r.build.as_ref().expect("checked above");
         let prelude = build_prelude(b);
@@ -254,6 +264,9 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, local: &Local, opts: &S
         let text = format!("{}\n{}", headline.join("\n"), tail.join("\n"));
         if links.is_empty() && no_index(&text) {
             // The node cannot reach its index: the controller fetches the wheels for it.
+            if let Some(b) = r.build.as_mut() {
+                b.index_failed = true;
+            }
             match send_wheelhouse(r, config, opts) {
                 Ok(dir) => {
                     links = dir;
@@ -270,7 +283,11 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, local: &Local, opts: &S
             b.python.version,
             b.python.path,
             platform_words(&b.python),
-            if links.is_empty() { "" } else { ", from the controller's wheelhouse (the node reaches no index)" },
+            match (links.is_empty(), opts.wheelhouse) {
+                (true, _) => "",
+                (false, true) => ", from the controller's wheelhouse (--wheelhouse)",
+                (false, false) => ", from the controller's wheelhouse (the node reaches no index)",
+            },
             tail.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ")
         );
         return r.drop_with(ErrorKind::EnvBuildFailed, msg);
@@ -385,6 +402,7 @@ pub(super) fn node_env(r: &NodeRun, local: &Local) -> Option<NodeEnv> {
             uv_version: None,
             built: false,
             wheelhouse: false,
+            index_failed: false,
             build_ms: None,
             skipped: Vec::new(),
         });
@@ -404,6 +422,7 @@ pub(super) fn node_env(r: &NodeRun, local: &Local) -> Option<NodeEnv> {
         uv_version: Some(b.uv.version().to_string()),
         built: b.built,
         wheelhouse: b.wheelhouse,
+        index_failed: b.index_failed,
         build_ms: b.build_ms,
         skipped: spec.map(|s| s.req.skipped.clone()).unwrap_or_default(),
     })

@@ -74,6 +74,9 @@ pub struct SyncOptions {
     pub venv: Option<String>,
     /// Which nodes build their own env instead of taking the venv (src/envbuild.rs).
     pub env: crate::envbuild::EnvMode,
+    /// Build nodes install from the controller's wheelhouse with no index (`--wheelhouse`),
+    /// not only after their index failed.
+    pub wheelhouse: bool,
 }
 
 impl Default for SyncOptions {
@@ -93,6 +96,7 @@ impl Default for SyncOptions {
             lease_ttl_min: crate::engine::lease::DETACHED_TTL_MIN,
             venv: None,
             env: crate::envbuild::EnvMode::Auto,
+            wheelhouse: false,
         }
     }
 }

@@ -38,6 +38,14 @@ OPTIONS = json.loads(r'''[
     "plugin": true
   },
   {
+    "name": "--cloud-wheelhouse",
+    "kind": "flag",
+    "metavar": null,
+    "help": "build nodes install with no index: the controller fetches the wheels for each node's platform and Python and sends them (for nodes without internet; without it, only after a node's index cannot be reached)",
+    "default": null,
+    "plugin": true
+  },
+  {
     "name": "--cloud-chdir",
     "kind": "text",
     "metavar": "DIR",
