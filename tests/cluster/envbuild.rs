@@ -333,11 +333,17 @@ fn sync_alone_builds_the_env_and_exec_runs_in_it() {
     assert_eq!((env["strategy"].as_str(), env["source"].as_str(), env["built"].as_bool()), (Some("build"), Some("venv"), Some(true)), "{env}");
     assert_eq!(doc["nodes"][0]["bytes_sent"].as_u64().map(|b| b < 200_000), Some(true), "the venv did not travel: {}", doc["nodes"][0]);
     let code = "import sys, msgpack, clipkg; print(sys.version_info[:2], clipkg.__file__)";
-    let ex = step(&["exec", "--", "sh", "-c", &format!("{{python}} -c '{code}' && {{dir}}/.venv/bin/mytool hi")], &synced.stdout);
+    // Console scripts by name: the run tree's venv bin/ (a link to the env) leads the job's PATH.
+    let ex = step(
+        &["exec", "--", "sh", "-c", &format!("{{python}} -c '{code}' && mytool hi && echo \"at $(command -v mytool)\" && pytest --version")],
+        &synced.stdout,
+    );
     let out = text(&ex);
     assert_eq!(ex.status.code(), Some(0), "{out}");
     let dir = doc["nodes"][0]["remote_dir"].as_str().unwrap();
     assert!(out.contains(&format!("(3, 11) {dir}/src/clipkg/__init__.py")), "the node's 3.11 imports the run tree's sources: {out}");
-    assert!(out.contains(&format!("mytool says hi from {dir}/src/clipkg/__init__.py")), "the console script too: {out}");
+    assert!(out.contains(&format!("mytool says hi from {dir}/src/clipkg/__init__.py")), "the console script by name too: {out}");
+    assert!(out.contains(&format!("at {dir}/.venv/bin/mytool")), "found in the run tree's venv: {out}");
+    assert!(out.contains("pytest 8.") || out.contains("pytest 9."), "pytest by name, from the env: {out}");
     let _ = step(&["release"], &synced.stdout);
 }

@@ -13,7 +13,9 @@ pub enum Per {
 }
 
 /// The remote side of every job, run as `sh -c WRAPPER pytest-cloud-exec MARKER TIMEOUT DIR
-/// env NAME=value ... COMMAND...`. It does not `exec` the command: a command killed by a signal
+/// BIN env NAME=value ... COMMAND...`. BIN not empty (the run tree's venv `bin/`, see
+/// [`venv_bin`]) goes first on the job's PATH, on the node (the node's own PATH is not known
+/// here), so a console script or `pytest` runs by name from the env. It does not `exec` the command: a command killed by a signal
 /// would make sshd send `exit-signal`, which OpenSSH's client turns into a silent 255 (measured),
 /// indistinguishable from ssh failing. `setsid` (when the node has it) puts the command in its
 /// own process group so a timeout kills its children too; `wait`'s stderr is silenced because
@@ -25,8 +27,9 @@ pub enum Per {
 /// the watcher's `read` sees EOF: it ends the command's process group, TERM and, after 2 s,
 /// KILL. The command itself gets `/dev/null` as stdin (an asynchronous list's, as before) and
 /// not the channel (fd 3 is closed for it).
-pub const WRAPPER: &str = r#"m=$1 t=$2 d=$3; shift 3
+pub const WRAPPER: &str = r#"m=$1 t=$2 d=$3 b=$4; shift 4
 cd -- "$d" 2>/dev/null || { printf '%s nodir\n' "$m" >&2; exit 1; }
+[ -z "$b" ] || { PATH=$b:$PATH; export PATH; }
 g=; command -v setsid >/dev/null 2>&1 && g=setsid
 exec 3<&0
 $g "$@" 3<&- & p=$!
@@ -166,7 +169,7 @@ pub fn make_jobs(
                 slot,
                 worker,
                 remote_dir: n.remote_dir.clone(),
-                remote_command: remote_command(marker, timeout_s, &n.remote_dir, &env, &words),
+                remote_command: remote_command(marker, timeout_s, &n.remote_dir, venv_bin(n).unwrap_or(""), &env, &words),
                 command: words,
                 dest: dest.clone(),
             });
@@ -175,8 +178,17 @@ pub fn make_jobs(
     Ok(jobs)
 }
 
+/// The `bin/` of the node's venv inside its run tree (`<remote_dir>/<venv>/bin`, synced or a
+/// link to a node-built env) when `python` is that venv's; None for an interpreter outside
+/// the tree (a project without a venv: the node's own PATH is left as it is).
+pub fn venv_bin(n: &PlannedNode) -> Option<&str> {
+    let rest = n.python.strip_prefix(n.remote_dir.as_str())?.strip_prefix('/')?;
+    let (dir, exe) = rest.rsplit_once('/')?;
+    (exe.starts_with("python") && (dir == "bin" || dir.ends_with("/bin"))).then(|| &n.python[..n.remote_dir.len() + 1 + dir.len()])
+}
+
 /// The string the node's login shell runs for one job.
-pub fn remote_command(marker: &str, timeout_s: u64, dir: &str, env: &[String], words: &[String]) -> String {
+pub fn remote_command(marker: &str, timeout_s: u64, dir: &str, bin: &str, env: &[String], words: &[String]) -> String {
     let mut all: Vec<String> = vec![
         "sh".into(),
         "-c".into(),
@@ -185,6 +197,7 @@ pub fn remote_command(marker: &str, timeout_s: u64, dir: &str, env: &[String], w
         marker.into(),
         timeout_s.to_string(),
         dir.into(),
+        bin.into(),
         "env".into(),
     ];
     all.extend(env.iter().cloned());
@@ -267,13 +280,31 @@ pub(super) mod tests {
     fn remote_command_keeps_every_word_whole() {
         let tricky = "it's a \"test\"; echo pwned $(id) `id` \n next";
         let cmd =
-            remote_command("MARK", 7, "/d ir", &words(&["PYTEST_CLOUD_NODE=a"]), &words(&["printf", "%s", tricky]));
+            remote_command("MARK", 7, "/d ir", "/d ir/.venv/bin", &words(&["PYTEST_CLOUD_NODE=a"]), &words(&["printf", "%s", tricky]));
         let back = shell_words::split(&cmd).unwrap();
         assert_eq!(back[0..3], words(&["sh", "-c", WRAPPER]));
         assert_eq!(
             back[3..],
-            words(&["pytest-cloud-exec", "MARK", "7", "/d ir", "env", "PYTEST_CLOUD_NODE=a", "printf", "%s", tricky])
+            words(&["pytest-cloud-exec", "MARK", "7", "/d ir", "/d ir/.venv/bin", "env", "PYTEST_CLOUD_NODE=a", "printf", "%s", tricky])
         );
+    }
+
+    #[test]
+    fn the_run_trees_venv_bin_goes_first_on_path_and_no_other_interpreters_dir() {
+        let mut n = node("a", 1);
+        n.remote_dir = "/home/u/pytest_u_proj/.pytest-cloud/runs/r1".into();
+        n.python = format!("{}/.venv/bin/python", n.remote_dir);
+        assert_eq!(venv_bin(&n), Some("/home/u/pytest_u_proj/.pytest-cloud/runs/r1/.venv/bin"));
+        n.python = format!("{}/envs/dev/bin/python3.11", n.remote_dir);
+        assert_eq!(venv_bin(&n), Some("/home/u/pytest_u_proj/.pytest-cloud/runs/r1/envs/dev/bin"));
+        let job = make_jobs(&[n.clone()], Per::Node, &words(&["x"]), 0, "M").unwrap().remove(0);
+        assert_eq!(shell_words::split(&job.remote_command).unwrap()[7], "/home/u/pytest_u_proj/.pytest-cloud/runs/r1/envs/dev/bin");
+        for outside in ["/usr/bin/python3", "/home/u/pytest_u_proj/.pytest-cloud/runs/r1x/.venv/bin/python", "python3"] {
+            n.python = outside.into();
+            assert_eq!(venv_bin(&n), None, "{outside}");
+        }
+        n.python = format!("{}/tool", n.remote_dir);
+        assert_eq!(venv_bin(&n), None);
     }
 
     #[test]

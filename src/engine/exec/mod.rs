@@ -6,8 +6,9 @@
 //! `ssh -F <generated config> -- <node> <remote command>` per job, saving stdout and stderr as
 //! files (`--results`) and each job's status in its `--joblog`, which we read as it grows —
 //! never parallel's exit status, which only counts failed jobs. The remote command is a small
-//! POSIX sh wrapper (`WRAPPER`): it changes to `remote_dir`, runs the command as a child and
-//! prints a status line with a per-run marker on stderr, which we strip from the output. The
+//! POSIX sh wrapper (`WRAPPER`): it changes to `remote_dir`, puts the run tree's venv `bin/`
+//! first on PATH (synced or node-built: `exec -- pytest` and console scripts run by name), runs
+//! the command as a child and prints a status line with a per-run marker on stderr, which we strip from the output. The
 //! marker is how a command that exits 255 is told apart from ssh failing (also 255), and the
 //! wrapper, not ssh, enforces `--timeout`: killing a local ssh leaves the remote command
 //! running (measured with OpenSSH 9.2), so the wrapper kills the job's process group on the
