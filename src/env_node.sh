@@ -4,7 +4,7 @@
 # metadata, console scripts and .pth into DIR), with put_file from src/rebase_node.sh.
 # Prints key=value lines; ends with env_node_end=1.
 #
-#   build ENVS KEY PY UV UVPART UVSHA WAIT_S [LINKS [PRUNE_MIN]]
+#   build ENVS KEY PY UV UVPART UVSHA WAIT_S [LINKS [PRUNE_MIN [RUN_ID LEASE]]]
 #       ENVS/KEY is the env; it counts only with its marker ENVS/KEY/.pytest-cloud-env, written
 #       last. Under the lock ENVS/KEY.lock (mkdir, atomic) a partial env is removed and the env
 #       made anew: `UV venv --python PY`, `UV pip install -r` the requirements, env_overlay,
@@ -15,8 +15,12 @@
 #       UVSHA not empty: UVPART is a binary the controller just sent (a name of this run's
 #       own: two runs may send one at once), checked against that sha256 and renamed to UV.
 #       After a build, envs unused for PRUNE_MIN minutes are removed (prune_envs).
+#       RUN_ID and LEASE: the run that uses the env, recorded as ENVS/KEY.users/RUN_ID (one
+#       line: the absolute path of its run tree's lease), as the pre-flight does for an env
+#       it finds; pruning keeps an env while a user's lease is live (env_in_use).
 #   prune ENVS MAX_AGE_MIN KEEP_KEY
-#       removes envs whose marker was not touched for MAX_AGE_MIN minutes (prune_envs).
+#       removes envs whose marker was not touched for MAX_AGE_MIN minutes and that no live
+#       run uses (prune_envs).
 set -u
 mode=$1
 shift
@@ -36,9 +40,44 @@ sha256_of() {
     fi
 }
 
+# Whether an env is used by a live run: a record in its USERS directory names a lease that
+# exists and was renewed within the ttl_min its holder line names (the rule by which sync
+# reaps run trees, share/doc/sync-safety.md), or names a lease not made yet by a record
+# younger than an hour (a sync under way: the pre-flight records, the run tree comes later).
+# Records of runs that are over (lease gone, or stale) are removed.
+env_in_use() {
+    u_dir=$1
+    [ -d "$u_dir" ] || return 1
+    u_live=1
+    for u_rec in "$u_dir"/*; do
+        [ -f "$u_rec" ] || continue
+        u_lease=$(head -n 1 -- "$u_rec" 2>/dev/null)
+        if [ -n "$u_lease" ] && [ -f "$u_lease" ]; then
+            u_ttl=$(head -n 1 -- "$u_lease" 2>/dev/null | tr ' ' '\n' | sed -n 's/^ttl_min=\([0-9][0-9]*\)$/\1/p')
+            if [ -z "$(find "$u_lease" -prune -mmin +"${u_ttl:-60}" 2>/dev/null)" ]; then
+                u_live=0
+                continue
+            fi
+        elif [ -z "$(find "$u_rec" -prune -mmin +60 2>/dev/null)" ]; then
+            u_live=0
+            continue
+        fi
+        rm -f -- "$u_rec"
+    done
+    return $u_live
+}
+
+# Records that run RUN_ID (lease LEASE) uses ENV.
+env_user() {
+    [ -n "$2" ] || return 0
+    mkdir -p -- "$1.users" 2>/dev/null && printf '%s\n' "$3" >"$1.users/$2"
+    return 0
+}
+
 # Removes envs in ENVS whose marker was not touched (by a pre-flight that found it) for AGE
-# minutes, but never KEEP, one being built (its lock is there), or one without a marker.
-# Renamed first: a run reaching for it sees it whole or not at all.
+# minutes, but never KEEP, one being built (its lock is there), one a live run uses
+# (env_in_use), or one without a marker. Renamed first: a run reaching for it sees it whole
+# or not at all.
 prune_envs() {
     p_envs=$1 p_age=$2 p_keep=$3
     [ -f "$p_envs/$envs_marker" ] || return 0
@@ -49,14 +88,18 @@ prune_envs() {
         [ "$k" = "$p_keep" ] && continue
         [ -e "$d.lock" ] && continue
         [ -n "$(find "$m" -prune -mmin +"$p_age" 2>/dev/null)" ] || continue
-        mv -- "$d" "$d.pruned.$$" 2>/dev/null && rm -rf -- "$d.pruned.$$" && echo "pruned=$k"
+        if env_in_use "$d.users"; then
+            echo "kept_in_use=$k"
+            continue
+        fi
+        mv -- "$d" "$d.pruned.$$" 2>/dev/null && rm -rf -- "$d.pruned.$$" "$d.users" && echo "pruned=$k"
     done
     return 0
 }
 
 case "$mode" in
 build)
-    envs=$1 key=$2 py=$3 uv=$4 uvpart=$5 uvsha=$6 wait_s=$7 links=${8-} prune_min=${9-}
+    envs=$1 key=$2 py=$3 uv=$4 uvpart=$5 uvsha=$6 wait_s=$7 links=${8-} prune_min=${9-} run_id=${10-} lease=${11-}
     env=$envs/$key
     lock=$env.lock
     if [ -e "$envs" ] && [ ! -f "$envs/$envs_marker" ]; then
@@ -80,6 +123,7 @@ build)
     while :; do
         if [ -f "$env/$env_marker" ]; then
             touch -c -- "$env/$env_marker"
+            env_user "$env" "$run_id" "$lease"
             echo "env=ready"
             echo "env_waited_s=$waited"
             end
@@ -153,6 +197,7 @@ build)
     [ -n "$links" ] && from="wheels:$links"
     printf '%s\n' "key=$key python=$py built_unix=$(date +%s) from=$from" >"$env/$env_marker" || { rm -rf -- "$env" "$lock"; echo "error=cannot write $env/$env_marker"; end; }
     rm -rf -- "$lock"
+    env_user "$env" "$run_id" "$lease"
     echo "env=built"
     echo "env_build_s=$(($(date +%s) - started))"
     # A new env is the moment old ones may go (a node whose envs never change grows no more).

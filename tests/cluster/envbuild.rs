@@ -82,11 +82,19 @@ fn a_312_venv_runs_on_311_nodes_in_envs_they_build_and_a_second_run_builds_nothi
     assert_eq!(lcounts, "1 failed, 4 passed", "{}", text(&l));
 
     // On node1, an env no run has used for 8 days and one used now: a new build prunes the first.
+    // Three more, 8 days old too, each with a user: `inuse`'s run holds a live lease (renewed
+    // now, ttl_min=30), so it stays whatever its age; `ended`'s lease went stale (ttl_min=2,
+    // renewed an hour ago) and `gone`'s is no more (released two hours ago): both go.
     let seed = c.ssh(
         "node1",
-        "e=~/.cache/pytest-cloud/envs && mkdir -p $e/old $e/recent && echo m > $e/.pytest-cloud-envs && \
-         echo key=old > $e/old/.pytest-cloud-env && echo key=recent > $e/recent/.pytest-cloud-env && \
-         touch -d '8 days ago' $e/old/.pytest-cloud-env",
+        "e=~/.cache/pytest-cloud/envs && r=~/other.pytest-cloud-runs && mkdir -p $e/old $e/recent $e/inuse $e/ended $e/gone $r && \
+         echo m > $e/.pytest-cloud-envs && for k in old recent inuse ended gone; do echo key=$k > $e/$k/.pytest-cloud-env; done && \
+         mkdir -p $e/inuse.users $e/ended.users $e/gone.users && \
+         echo 'pytest-cloud run=rA host=elsewhere boot=x pid=0 ttl_min=30 user=u started_unix=1 source=/p' > $r/rA.lease && \
+         echo 'pytest-cloud run=rB host=elsewhere boot=x pid=0 ttl_min=2 user=u started_unix=1 source=/p' > $r/rB.lease && \
+         touch -d '1 hour ago' $r/rB.lease && echo $r/rA.lease > $e/inuse.users/rA && echo $r/rB.lease > $e/ended.users/rB && \
+         echo $r/rC.lease > $e/gone.users/rC && touch -d '2 hours ago' $e/gone.users/rC && \
+         for k in old inuse ended gone; do touch -d '8 days ago' $e/$k/.pytest-cloud-env; done",
     );
     assert!(seed.status.success(), "{}", text(&seed));
     let r = cloud(p.root(), &c, &nodes, &["--cloud-chdir", "pc_envbuild"]);
@@ -102,13 +110,23 @@ fn a_312_venv_runs_on_311_nodes_in_envs_they_build_and_a_second_run_builds_nothi
             "{line}"
         );
         assert!(out.contains(&format!("[{n}-0]")) || out.contains(&format!("[{n}-1]")), "tests ran on {n}'s workers:\n{out}");
-        let envs: Vec<String> = node_envs(&c, n).into_iter().filter(|l| l != "key=recent").collect();
+        let envs: Vec<String> = node_envs(&c, n).into_iter().filter(|l| l != "key=recent" && l != "key=inuse").collect();
         assert_eq!(envs.len(), 1, "{n}: one env built, the old one pruned: {envs:?}");
         // The venv did not travel: the node's base has a link where the venv would be.
         let link = c.ssh(n, "readlink pc_envbuild/.venv");
         assert!(String::from_utf8_lossy(&link.stdout).contains("/.cache/pytest-cloud/envs/"), "{n}: {}", text(&link));
     }
-    assert!(node_envs(&c, "node1").contains(&"key=recent".to_string()), "an env used within the week stays");
+    let kept = node_envs(&c, "node1");
+    assert!(kept.contains(&"key=recent".to_string()), "an env used within the week stays: {kept:?}");
+    assert!(kept.contains(&"key=inuse".to_string()), "an env a live lease uses stays, 8 days old: {kept:?}");
+    let left = c.ssh("node1", "cd ~/.cache/pytest-cloud/envs && ls -d ended* gone* 2>/dev/null; ls inuse.users; ls ~/other.pytest-cloud-runs");
+    assert_eq!(String::from_utf8_lossy(&left.stdout), "rA\nrA.lease\nrB.lease\n", "ended and gone went with their users; no lease was touched: {}", text(&left));
+    // This run recorded itself as the user of the env it built: its run tree's lease.
+    for n in &nodes {
+        let users = c.ssh(n, "cat ~/.cache/pytest-cloud/envs/*.users/r* | grep -v other.pytest-cloud-runs");
+        let users = String::from_utf8_lossy(&users.stdout).to_string();
+        assert!(users.lines().any(|l| l.contains("/pc_envbuild.pytest-cloud-runs/r") && l.ends_with(".lease")), "{n}: {users}");
+    }
     let before: Vec<Vec<String>> = nodes.iter().map(|n| node_envs(&c, n)).collect();
 
     let again = cloud(p.root(), &c, &nodes, &["--cloud-chdir", "pc_envbuild"]);

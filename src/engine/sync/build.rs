@@ -72,6 +72,11 @@ pub(super) struct NodeBuild {
     /// The pre-flight found it complete.
     ready: bool,
     built: bool,
+    /// This run's lease on the node (`<base>.pytest-cloud-runs/<run id>.lease`), recorded
+    /// beside the env as `<key>.users/<run id>`: pruning never removes an env whose user
+    /// holds a live lease.
+    lease: String,
+    run_id: String,
     /// Built from the controller's wheels (asked for, or the node reached no index).
     wheelhouse: bool,
     /// An install from the node's index was tried and failed for want of a network.
@@ -152,6 +157,8 @@ pub(super) fn choose(r: &mut NodeRun, local: &Local, opts: &SyncOptions) -> std:
         venv_rel: v.rel.clone(),
         site_rel,
         files,
+        lease: format!("{}/{}.lease", crate::engine::lease::runs_dir(&r.planned.remote_dir), local.run_id),
+        run_id: local.run_id.clone(),
         requirements: spec.req.lines.join("\n"),
         uv,
         ready: false,
@@ -164,11 +171,18 @@ pub(super) fn choose(r: &mut NodeRun, local: &Local, opts: &SyncOptions) -> std:
 }
 
 /// Shell code for the pre-flight: `env_preflight` says whether the node has the env (and
-/// renews its age, which pruning reads). Empty for a node that syncs its venv.
+/// renews its age and records this run's lease as a user of it, both of which pruning
+/// reads). Empty for a node that syncs its venv.
 pub(super) fn preflight_prelude(r: &NodeRun) -> String {
     let Some(b) = &r.build else { return String::new() };
-    let m = shell_words::quote(&format!("{}/.pytest-cloud-env", b.env_dir)).into_owned();
-    format!("env_preflight() {{\n    if [ -f {m} ]; then touch -c {m}; echo env=ready; else echo env=missing; fi\n}}\n")
+    let q = |s: &str| shell_words::quote(s).into_owned();
+    let m = q(&format!("{}/.pytest-cloud-env", b.env_dir));
+    let users = q(&format!("{}.users", b.env_dir));
+    let rec = q(&format!("{}.users/{}", b.env_dir, b.run_id));
+    format!(
+        "env_preflight() {{\n    if [ -f {m} ]; then touch -c {m}; mkdir -p {users} 2>/dev/null && printf '%s\\n' {lease} >{rec}; echo env=ready; else echo env=missing; fi\n}}\n",
+        lease = q(&b.lease)
+    )
 }
 
 pub(super) fn read_preflight(r: &mut NodeRun, reply: &remote::Reply) {
@@ -230,7 +244,7 @@ pub(super) fn ensure_env(r: &mut NodeRun, config: &Path, local: &Local, opts: &S
         let prelude = build_prelude(b);
         let wait = BUILD_WAIT_S.to_string();
         let prune = PRUNE_AFTER_MIN.to_string();
-        let words = ["build", &b.envs, &b.key, &b.python.path, b.uv.path(), &uvpart, &uvsha, &wait, &links, &prune];
+        let words = ["build", &b.envs, &b.key, &b.python.path, b.uv.path(), &uvpart, &uvsha, &wait, &links, &prune, &b.run_id, &b.lease];
         let reply = remote::run(config, &r.dest, &prelude, ENV_SCRIPT, &words, Duration::from_secs(BUILD_WAIT_S + 1800));
         let reply = match reply {
             Ok(x) => x,
