@@ -45,6 +45,13 @@ def test_runs_on_the_planned_workers(project, fake_binary):
     assert "fake-cloud: node1: 2 slots" in result.stderr.str()  # the binary's stderr passes through
 
 
+def test_the_wheelhouse_flag_reaches_the_binary(project, fake_binary):
+    result = project.runpytest_subprocess("tests", "--cloud-node=node1", "--cloud-env=build", "--cloud-wheelhouse")
+    result.assert_outcomes(passed=5, skipped=1)
+    argv = fake_binary.calls()[0]["argv"]
+    assert argv[-2:] == ["--cloud-env=build", "--cloud-wheelhouse"], argv
+
+
 def test_timings_line_carries_the_binarys_phases_and_xdists(project, fake_binary):
     result = project.runpytest_subprocess("tests", "--cloud-node=node1", "--cloud-timings",
                                           "--cloud-connect-timeout=3")

@@ -64,6 +64,15 @@ _VALUE_OPTIONS = [
 ]
 
 
+# Flags the binary acts on, passed on as given (--cloud-timings is the plugin's own: it merges the
+# binary's phases with xdist's).
+_FORWARDED_FLAGS = [
+    (o["name"], _dest(o["name"]))
+    for o in _PLUGIN_OPTIONS
+    if o["kind"] == "flag" and o["name"] != "--cloud-timings"
+]
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cloud", "distributed testing on ssh nodes (pytest-cloud)")
     for o in _PLUGIN_OPTIONS:
@@ -99,6 +108,9 @@ def prepare_argv(config: pytest.Config, binary: str) -> list[str]:
         value = config.getoption(dest)
         if value is not None:
             argv.append(f"{option}={value}")
+    for option, dest in _FORWARDED_FLAGS:
+        if config.getoption(dest):
+            argv.append(option)
     for egg in config.getini("cloud_develop_eggs"):
         # The ini names paths relative to the ini file, as 5.x did with the rootdir.
         base = config.inipath.parent if config.inipath else config.rootpath
