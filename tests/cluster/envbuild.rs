@@ -344,11 +344,15 @@ fn sync_alone_builds_the_env_and_exec_runs_in_it() {
     let cfg = c.ssh_config().display().to_string();
     let inv = step(&["probe", "-q", "--ssh-config", &cfg, "--nodes", "node1"], b"");
     let plan = step(&["plan", "-q", "--chdir", "pc_envexec"], &inv.stdout);
-    let synced = step(&["sync", "-q", "--env", "build", "--rsync-bandwidth-limit", "0"], &plan.stdout);
+    // --wheelhouse: the controller's wheels, no index tried (the node could reach one).
+    let synced = step(&["sync", "-q", "--env", "build", "--wheelhouse", "--rsync-bandwidth-limit", "0"], &plan.stdout);
     assert_eq!(synced.status.code(), Some(0), "{}", text(&synced));
     let doc: serde_json::Value = serde_json::from_slice(&synced.stdout).unwrap();
     let env = &doc["nodes"][0]["env"];
     assert_eq!((env["strategy"].as_str(), env["source"].as_str(), env["built"].as_bool()), (Some("build"), Some("venv"), Some(true)), "{env}");
+    assert_eq!((env["wheelhouse"].as_bool(), env.get("index_failed")), (Some(true), None), "{env}");
+    let marker = c.ssh("node1", "cat ~/.cache/pytest-cloud/envs/*/.pytest-cloud-env");
+    assert!(String::from_utf8_lossy(&marker.stdout).contains(" from=wheels:"), "{}", text(&marker));
     assert_eq!(doc["nodes"][0]["bytes_sent"].as_u64().map(|b| b < 200_000), Some(true), "the venv did not travel: {}", doc["nodes"][0]);
     let code = "import sys, msgpack, clipkg; print(sys.version_info[:2], clipkg.__file__)";
     // Console scripts by name: the run tree's venv bin/ (a link to the env) leads the job's PATH.
