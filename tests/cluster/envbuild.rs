@@ -207,7 +207,7 @@ fn a_node_that_reaches_no_index_builds_from_the_controllers_wheels() {
 
 #[test]
 fn with_cloud_wheelhouse_an_offline_node_builds_from_the_controllers_wheels_and_tries_no_index() {
-    let Some(base) = base_312("with_cloud_wheelhouse_an_offline_node_builds_from_the_controllers_wheels_and_tries_no_index") else { return };
+    let Some(base) = base_312() else { return };
     let template = venvs::template("rebase312", &base, venvs::PACKAGES);
     let p = RebaseProject::new(&template);
     let c = Cluster::up(1);
