@@ -129,14 +129,7 @@ impl Layout {
         let q = |s: &str| shell_words::quote(s).into_owned();
         let mut body = String::new();
         let mut put = |target: String, mode: u32, content: &str| {
-            let mut content = content.to_string();
-            if !content.ends_with('\n') {
-                content.push('\n');
-            }
-            let mut delim = format!("PYTEST_CLOUD_EOF_{:016x}", crate::ssh::fnv1a(content.as_bytes()));
-            while content.lines().any(|l| l == delim) {
-                delim.push('_');
-            }
+            let (delim, content) = crate::remote::heredoc(content);
             body.push_str(&format!("    put_file {target} {mode:o} <<'{delim}' || return 1\n{content}{delim}\n"));
         };
         put("\"$v\"/pyvenv.cfg".into(), 0o644, &node_pyvenv_cfg(&self.cfg, choice));

@@ -98,6 +98,22 @@ pub fn classify_ssh_error(stderr: &str) -> ErrorKind {
     }
 }
 
+/// CONTENT as a quoted shell here-document: `<<'DELIM'`, then the returned text (CONTENT,
+/// ending in a newline) and DELIM on a line of its own. The delimiter is derived from the
+/// content and lengthened until no line of the content equals it, so any file can travel
+/// inside a node script unchanged (a quoted here-document expands nothing).
+pub fn heredoc(content: &str) -> (String, String) {
+    let mut content = content.to_string();
+    if !content.ends_with('\n') {
+        content.push('\n');
+    }
+    let mut delim = format!("PYTEST_CLOUD_EOF_{:016x}", crate::ssh::fnv1a(content.as_bytes()));
+    while content.lines().any(|l| l == delim) {
+        delim.push('_');
+    }
+    (delim, content)
+}
+
 /// `key=value` lines; other lines are ignored. Pure, for tests.
 pub fn parse_kv(text: &str) -> Vec<(String, String)> {
     text.lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim_end().to_string()))).collect()
@@ -106,6 +122,15 @@ pub fn parse_kv(text: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heredoc_delimiter_never_stands_alone_in_its_content() {
+        let (d, c) = heredoc("a\nb");
+        assert_eq!(c, "a\nb\n");
+        let tricky = format!("x\n{d}\n");
+        let (d2, c2) = heredoc(&tricky);
+        assert!(!c2.lines().any(|l| l == d2), "{d2} in {c2:?}");
+    }
 
     #[test]
     fn key_value_lines_keep_their_order_and_skip_other_text() {

@@ -360,25 +360,14 @@ fn send_wheelhouse(r: &NodeRun, config: &Path, opts: &SyncOptions) -> std::resul
 
 /// `env_requirements` and `env_overlay DIR` for the build script, with put_file.
 fn build_prelude(b: &NodeBuild) -> String {
-    let heredoc = |content: &str| {
-        let mut content = content.to_string();
-        if !content.ends_with('\n') {
-            content.push('\n');
-        }
-        let mut delim = format!("PYTEST_CLOUD_EOF_{:016x}", crate::ssh::fnv1a(content.as_bytes()));
-        while content.lines().any(|l| l == delim) {
-            delim.push('_');
-        }
-        (delim, content)
-    };
-    let (d, c) = heredoc(&b.requirements);
+    let (d, c) = crate::remote::heredoc(&b.requirements);
     let mut s = format!("{}\nenv_requirements() {{\n    cat <<'{d}'\n{c}{d}\n}}\nenv_overlay() {{\n", crate::rebase::NODE_LIB);
     for f in &b.files {
         let dir = Path::new(&f.rel).parent().map(|p| p.display().to_string()).unwrap_or_default();
         if !dir.is_empty() {
             s.push_str(&format!("    mkdir -p -- \"$1\"/{} || return 1\n", shell_words::quote(&dir)));
         }
-        let (d, c) = heredoc(&f.content);
+        let (d, c) = crate::remote::heredoc(&f.content);
         s.push_str(&format!("    put_file \"$1\"/{} {:o} <<'{d}' || return 1\n{c}{d}\n", shell_words::quote(&f.rel), f.mode));
     }
     s.push_str("    return 0\n}\n");
