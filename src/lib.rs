@@ -9,6 +9,7 @@ pub mod envbuild;
 pub mod envsupply;
 pub mod error;
 pub mod interp;
+pub mod manifest;
 pub mod interrupt;
 pub mod machine;
 pub mod options;

@@ -84,19 +84,29 @@ pub fn command(spec: &Spec, dir: &Path) -> Cmd {
 /// signal is passed on to it, so its jobs end and it writes their joblog lines.
 pub struct Running {
     thread: Option<JoinHandle<Result<Output>>>,
+    /// Set by [`Running::stop`]; the pids parallel runs as, as last seen.
+    stop: std::sync::Arc<(std::sync::atomic::AtomicBool, std::sync::Mutex<Vec<u32>>)>,
 }
 
 /// Starts `cmd` (a [`command`]); its stdin is `input` (the read end of a pipe the caller
 /// feeds and then drops), or nothing.
 pub fn start(cmd: Cmd, input: Option<std::io::PipeReader>) -> Result<Running> {
+    let stop = std::sync::Arc::new((std::sync::atomic::AtomicBool::new(false), std::sync::Mutex::new(Vec::new())));
+    let seen = stop.clone();
     let thread = std::thread::Builder::new()
         .name("gnu-parallel".into())
         .spawn(move || {
             let mut forwarded = false;
+            let mut stopped = false;
             let mut tick = |pids: &[u32]| {
                 if interrupt::requested() && !forwarded {
                     interrupt::forward(pids);
                     forwarded = true;
+                }
+                *seen.1.lock().unwrap_or_else(|p| p.into_inner()) = pids.to_vec();
+                if seen.0.load(std::sync::atomic::Ordering::SeqCst) && !stopped {
+                    terminate(pids);
+                    stopped = true;
                 }
             };
             let every = Duration::from_millis(50);
@@ -106,10 +116,22 @@ pub fn start(cmd: Cmd, input: Option<std::io::PipeReader>) -> Result<Running> {
             }
         })
         .map_err(|e| Error::internal(format!("starting a thread for GNU parallel: {e}")))?;
-    Ok(Running { thread: Some(thread) })
+    Ok(Running { thread: Some(thread), stop })
+}
+
+fn terminate(pids: &[u32]) {
+    for pid in pids {
+        let _ = Cmd::new(["kill", "-TERM", &pid.to_string()]).deadline(Duration::from_secs(2)).output();
+    }
 }
 
 impl Running {
+    /// Terminates parallel (for one that has been given no job: nothing of ours is cut short).
+    pub fn stop(&self) {
+        self.stop.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        terminate(&self.stop.1.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// Waits for parallel to end, calling `poll` about every `every` while it runs.
     pub fn wait(&mut self, every: Duration, poll: &mut dyn FnMut()) -> Result<Output> {
         let thread = self.thread.take().ok_or_else(|| Error::internal("GNU parallel was already waited for"))?;

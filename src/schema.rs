@@ -304,6 +304,14 @@ pub struct SyncedNode {
     /// (renewing or releasing it checks that it is still this one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+    /// How the base got this tree: `rsync`, or `skipped` when the node's base already held
+    /// exactly this tree (the fast path: one round trip, nothing sent). Absent in documents
+    /// written before the fast path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<String>,
+    /// With `transfer: rsync`: why the node could not skip it (its words), when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_reason: Option<String>,
 }
 
 /// How a node gets its environment (share/doc/sync.md, "Which environment runs on a node").

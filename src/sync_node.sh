@@ -26,6 +26,10 @@
 # connection lost): SIGPIPE is ignored, so a write to the closed stdout fails instead of
 # killing the script before it releases; and a preflight whose final answer cannot be
 # written (nobody will ever know it took the lock) gives the lock back itself.
+#   Fast path (src/engine/sync/fast.rs): with fast_digest set by the prelude, preflight ends
+#       a no-change re-sync itself (fast_path, below: fast=done, run_dir=, venv=) or says why
+#       not (fast=no, fast_reason=) and goes on as before. finish writes stamp_digest (set by
+#       its prelude; "" = none) into the stamp, which is what fast_path compares.
 #
 # Run trees (see share/doc/sync-safety.md, "Concurrent runs"): DIR is the shared base that
 # rsync updates under LOCK; each run works in its own tree RUNS/ID, hard links of the base
@@ -232,6 +236,95 @@ sample() {
     ls -A -- "$dir" 2>/dev/null | head -n 5 | tr '\n' ' '
 }
 
+# The fast path of a no-change re-sync (src/engine/sync/fast.rs), called by preflight under
+# the lock once DIR is known marked. The caller's prelude sets fast_digest (the manifest
+# digest of what rsync would send now, mixed with the node's managed files and the .pth),
+# fast_run_id, fast_lease, fast_python and fast_pth (relative to DIR; "" = no venv),
+# fast_entries (the .pth lines, one a line), fast_host and fast_boot (the controller's).
+# It goes ahead only when all of these hold, and otherwise returns 1 having changed nothing,
+# so preflight goes on as before (rsync, then finish):
+#   - the stamp DIR/.pytest-cloud-synced holds fast_digest: finish wrote it at the end of a
+#     complete sync of exactly this tree (preflight removes the stamp before any rsync, so an
+#     interrupted sync leaves none);
+#   - nothing in DIR outside __pycache__ is newer than the stamp (nobody changed the base
+#     since; a run's bytecode handed back to the base lives in __pycache__);
+#   - no lease in RUNS needs the controller's judgement (a fresh one of a process on the
+#     controller's machine, which only the controller can see to be gone).
+# Then, still in this round trip: the trees whose leases are stale and the orphans are reaped,
+# this run's tree and lease are made, the lock is released and the venv is checked in the
+# tree, as finish does after rsync.
+fast_path() {
+    if [ "$(cat -- "$dir/$synced" 2>/dev/null)" != "$fast_digest" ]; then
+        echo "fast=no"
+        echo "fast_reason=the tree differs from the one last synced here"
+        return 1
+    fi
+    f_new=$(find "$dir" -name __pycache__ -prune -o -newer "$dir/$synced" -print 2>/dev/null | head -n 1)
+    if [ -n "$f_new" ]; then
+        echo "fast=no"
+        echo "fast_reason=changed on the node since the last sync: $f_new"
+        return 1
+    fi
+    if [ -d "$runs" ]; then
+        for l in "$runs"/*.lease; do
+            [ -f "$l" ] || continue
+            [ -n "$(find "$l" -prune -mmin +"$(fast_ttl "$l")" 2>/dev/null)" ] && continue
+            case " $(head -n 1 -- "$l" 2>/dev/null) " in
+            *" pid=0 "*) ;;
+            *" host=$fast_host boot=$fast_boot "*)
+                echo "fast=no"
+                echo "fast_reason=a run of the controller's machine holds ${l##*/}"
+                return 1
+                ;;
+            esac
+        done
+    fi
+    echo "fast=done"
+    if [ -d "$runs" ]; then
+        for l in "$runs"/*.lease; do
+            [ -f "$l" ] || continue
+            [ -n "$(find "$l" -prune -mmin +"$(fast_ttl "$l")" 2>/dev/null)" ] || continue
+            f_id=${l##*/}
+            run_reap "$runs" "${f_id%.lease}" "$(head -n 1 -- "$l" 2>/dev/null)"
+        done
+        for t in "$runs"/*; do
+            [ -d "$t" ] && [ ! -e "$t.lease" ] && run_reap "$runs" "${t##*/}" ""
+        done
+    fi
+    run_make "$runs" "$fast_run_id" "$fast_lease" || { release; return 0; }
+    release
+    [ -n "$fast_python" ] || return 0
+    f_ifs=$IFS
+    IFS='
+'
+    set -f
+    # shellcheck disable=SC2086 # one .pth line per line of fast_entries
+    set -- $fast_entries
+    set +f
+    IFS=$f_ifs
+    f_tree=$runs/$fast_run_id
+    if f_out=$("$f_tree/$fast_python" -c '
+import os, sys
+pth = sys.argv[1]
+want = [os.path.abspath(os.path.join(os.path.dirname(pth), l)) for l in sys.argv[2:]]
+missing = [p for p in want if p not in sys.path]
+if missing:
+    sys.exit("not on sys.path: " + " ".join(missing))
+print("%d.%d.%d" % sys.version_info[:3])' "$f_tree/$fast_pth" "$@" 2>&1); then
+        echo "venv=ok $f_out"
+    else
+        echo "venv=failed"
+        printf '%s\n' "$f_out" | tail -n 5 | sed 's/^/venv_message=/'
+    fi
+    return 0
+}
+
+# The ttl_min a lease's holder line names (60 when it names none), as runs_list reads it.
+fast_ttl() {
+    f_ttl=$(head -n 1 -- "$1" 2>/dev/null | tr ' ' '\n' | sed -n 's/^ttl_min=\([0-9][0-9]*\)$/\1/p')
+    echo "${f_ttl:-60}"
+}
+
 case "$mode" in
 preflight)
     stale=$1 break_holder=$2 py=$3 want=$4 marker_text=$5 runs=${6-}
@@ -302,6 +395,8 @@ preflight)
         echo "target=marked"
         # What the managed venv files were last made from (src/rebase.rs).
         [ -f "$dir/.pytest-cloud-rebased" ] && echo "rebased=$(cat "$dir/.pytest-cloud-rebased")"
+        # A no-change re-sync ends here, in this one round trip (fast_path, below).
+        if [ -n "${fast_digest-}" ] && fast_path; then end; fi
         # No stamp: an earlier sync stopped between rsync and its clean-up (interrupted,
         # killed), so bytecode of files it deleted may be left; this finish sweeps all of DIR.
         if [ -f "$dir/$synced" ] && rm -f -- "$dir/$synced"; then echo "clean=1"; else echo "clean=0"; fi
@@ -375,7 +470,7 @@ finish)
             rm -f -- "$dir/$pth"
         fi
     fi
-    : >"$dir/$synced" || { release; echo "error=cannot write $dir/$synced"; end; }
+    printf '%s\n' "${stamp_digest-}" >"$dir/$synced" || { release; echo "error=cannot write $dir/$synced"; end; }
     tree=$dir
     if [ -n "$run_id" ]; then
         run_make "$runs" "$run_id" "$lease" || { release; end; }

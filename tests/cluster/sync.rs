@@ -676,3 +676,126 @@ fn the_users_gnu_parallel_settings_do_not_change_what_sync_does() {
         assert!(exists_on_node(&cluster, "node1", &format!("{dir}/src/mypkg/keep.py")), "with {how}, the project reached the node");
     }
 }
+
+fn transfers(doc: &Value) -> Vec<String> {
+    doc["nodes"].as_array().unwrap().iter().map(|n| n["transfer"].as_str().unwrap_or("absent").to_string()).collect()
+}
+
+fn release(doc: &str) {
+    let out = pipe(Command::new(bin()).args(["release"]), doc.as_bytes());
+    assert!(out.status.success(), "release: {}", text(&out.stderr));
+}
+
+/// Issue 18: a no-change re-sync is one round trip per node (no rsync, no finish: the
+/// document says `transfer: skipped`); every kind of change takes the full path and arrives.
+#[test]
+fn a_no_change_resync_skips_the_transfer_on_every_node_and_every_change_takes_the_full_path() {
+    let cluster = Cluster::shared();
+    let project = Project::new(true);
+    let root = project.root();
+    write(&root.join("data.txt"), "data\n");
+    write(&root.join("debug.log"), "log\n");
+    write(&root.join(".pytest-cloud-ignore"), "- *.log\n");
+    let nodes = ["node1", "node2", "node3", "node4"];
+    let plan = plan(&cluster, &project, &nodes.join(" "), "pc_fastpath");
+    let args = ["--rsync-bandwidth-limit", "0"];
+    let first = sync(&plan, &args);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(transfers(&first.doc), vec!["rsync"; 4], "a first sync transfers");
+    // Releasing the run hands the bytecode its venv check compiled to the base, in new
+    // __pycache__ directories: their parents changed on the node after the last sync, which
+    // takes the full path once (rsync sets the directories' mtimes back).
+    release(&first.stdout);
+    let settle = sync(&first.stdout, &args);
+    assert_eq!(settle.code, 0, "{}", settle.stderr);
+    release(&settle.stdout);
+    let mut last = settle.stdout.clone();
+
+    // Syncs the last document again and checks each node's transfer.
+    fn resync(last: &mut String, what: &str, want: &str) -> Synced {
+        let s = sync(last, &["--rsync-bandwidth-limit", "0"]);
+        assert_eq!(s.code, 0, "{what}: {}", s.stderr);
+        assert_eq!(transfers(&s.doc), vec![want; 4], "{what}:\n{}\n{}", s.stderr, s.stdout);
+        release(&s.stdout);
+        *last = s.stdout.clone();
+        s
+    }
+    let same = resync(&mut last, "no change", "skipped");
+    for alias in nodes {
+        let n = node(&same.doc, alias);
+        assert_eq!((n["bytes_sent"].as_u64(), n["files_transferred"].as_u64(), n["rsync_exit"].as_i64()), (Some(0), Some(0), Some(0)), "{n}");
+        assert!(same.stderr.contains(&format!("{alias}: synced, transfer: skipped (unchanged")), "{}", same.stderr);
+    }
+    // The skipped node still got this run's tree and lease, and its venv runs there. (The
+    // document was released above; a new no-change sync makes a tree to look into.)
+    let kept = sync(&last, &args);
+    assert_eq!(transfers(&kept.doc), vec!["skipped"; 4], "{}\n{}", kept.stderr, kept.stdout);
+    for alias in nodes {
+        let n = node(&kept.doc, alias);
+        let dir = n["remote_dir"].as_str().unwrap();
+        let runs = format!("{}.pytest-cloud-runs", n["base_dir"].as_str().unwrap());
+        assert!(dir.starts_with(&format!("{runs}/")), "{n}");
+        assert_eq!(on_node(&cluster, alias, &format!("head -n 1 {runs}/{}.lease", n["run_id"].as_str().unwrap())).trim(), n["lease"].as_str().unwrap());
+        let got = on_node(&cluster, alias, &format!("cd {dir} && .venv/bin/python -c 'import mypkg; print(mypkg.__file__)' && cat data.txt"));
+        assert_eq!(got, format!("{dir}/src/mypkg/__init__.py\ndata\n"));
+    }
+    release(&kept.stdout);
+
+    // Content, same size and mtime kept: rsync's quick check would miss it too, so the
+    // content changes size here.
+    write(&root.join("src/mypkg/keep.py"), "VALUE = 22\n");
+    let s = resync(&mut last, "a changed file", "rsync");
+    // Released already: the base is where a change must be (each run's tree links it).
+    let base = |doc: &Value, alias: &str| node(doc, alias)["base_dir"].as_str().unwrap().to_string();
+    for alias in nodes {
+        assert_eq!(on_node(&cluster, alias, &format!("cat {}/src/mypkg/keep.py", base(&s.doc, alias))), "VALUE = 22\n");
+    }
+    resync(&mut last, "no change after a change", "skipped");
+    // mtime only.
+    let f = std::fs::File::options().write(true).open(root.join("data.txt")).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000)).unwrap();
+    drop(f);
+    let s = resync(&mut last, "a changed mtime", "rsync");
+    for alias in nodes {
+        assert_eq!(on_node(&cluster, alias, &format!("stat -c %Y {}/data.txt", base(&s.doc, alias))).trim(), "1500000000");
+    }
+    std::fs::remove_file(root.join("data.txt")).unwrap();
+    let s = resync(&mut last, "a deleted file", "rsync");
+    for alias in nodes {
+        assert!(!exists_on_node(&cluster, alias, &format!("{}/data.txt", base(&s.doc, alias))), "{alias}");
+    }
+    write(&root.join("src/mypkg/new.py"), "NEW = 1\n");
+    let s = resync(&mut last, "a new file", "rsync");
+    for alias in nodes {
+        assert_eq!(on_node(&cluster, alias, &format!("cat {}/src/mypkg/new.py", base(&s.doc, alias))), "NEW = 1\n");
+    }
+    // The ignore file no longer excludes the log: the log arrives.
+    write(&root.join(".pytest-cloud-ignore"), "- *.tmp\n");
+    let s = resync(&mut last, "a changed exclude pattern", "rsync");
+    for alias in nodes {
+        assert_eq!(on_node(&cluster, alias, &format!("cat {}/debug.log", base(&s.doc, alias))), "log\n");
+    }
+    resync(&mut last, "no change again", "skipped");
+    // A sync with other options (an extra --exclude) is another tree.
+    let other = sync(&last, &["--rsync-bandwidth-limit", "0", "--exclude", "nothing-matches"]);
+    assert_eq!(transfers(&other.doc), vec!["rsync"; 4], "{}", other.stderr);
+    release(&other.stdout);
+    last = other.stdout.clone();
+    // Changed on the node itself since the last sync: the full path repairs it.
+    for alias in nodes {
+        on_node(&cluster, alias, &format!("echo tampered > {}/src/mypkg/keep.py", base(&other.doc, alias)));
+    }
+    let s = sync(&last, &args);
+    assert_eq!(transfers(&s.doc), vec!["rsync"; 4], "{}", s.stderr);
+    for alias in nodes {
+        assert_eq!(on_node(&cluster, alias, &format!("cat {}/src/mypkg/keep.py", base(&s.doc, alias))), "VALUE = 22\n", "{alias}: repaired");
+    }
+    release(&s.stdout);
+    // An interrupted sync (no stamp) is never taken for a complete one.
+    for alias in nodes {
+        on_node(&cluster, alias, &format!("rm {}/.pytest-cloud-synced", base(&s.doc, alias)));
+    }
+    let s = sync(&s.stdout, &args);
+    assert_eq!(transfers(&s.doc), vec!["rsync"; 4], "{}", s.stderr);
+    release(&s.stdout);
+}

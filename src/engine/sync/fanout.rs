@@ -121,6 +121,17 @@ impl Fanout {
         ok
     }
 
+    /// Ends the input and stops parallel if no job was queued (nothing can be queued after).
+    fn stop_if_idle(&self) {
+        let mut f = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+        if f.1.is_empty() {
+            f.0.take();
+            if let Some(r) = &self.running {
+                r.stop();
+            }
+        }
+    }
+
     /// Ends the input and waits for parallel, calling `poll` with the job order while it runs.
     fn finish(&mut self, poll: &mut dyn FnMut(&[usize])) -> Result<(crate::proc::Output, Vec<usize>)> {
         let order = {
@@ -174,6 +185,10 @@ pub(super) fn preflight_and_transfer(
             Fanout::start_with(key, needed)?
         }
     };
+    let manifest = super::fast::manifest(local, &fanout.key.rules, &fanout.key.rsync_options);
+    for r in runs.iter_mut() {
+        r.manifest = manifest.clone();
+    }
     pool.install(|| {
         use rayon::prelude::*;
         runs.par_iter_mut().enumerate().filter(|(_, r)| r.alive()).for_each(|(i, r)| {
@@ -187,6 +202,9 @@ pub(super) fn preflight_and_transfer(
             }
         });
     });
+    // Every node took the fast path (or was dropped): parallel has nothing to run, and may
+    // still be starting (a perl program): stop it rather than wait for it.
+    fanout.stop_if_idle();
     let results = fanout.results.clone();
     let mut started: Vec<bool> = Vec::new();
     let mut poll = |order: &[usize]| {

@@ -24,6 +24,7 @@
 
 mod build;
 mod fanout;
+mod fast;
 mod local;
 mod node;
 mod progress;
@@ -213,6 +214,8 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
                     warning: r.warning,
                     interpreter: rebase::node_interpreter(&local, r.interpreter.as_ref()),
                     env,
+                    transfer: Some(r.transfer.to_string()),
+                    transfer_reason: r.transfer_reason,
                 };
                 progress(&SyncEvent::Synced(&n));
                 nodes.push(n);

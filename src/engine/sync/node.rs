@@ -47,6 +47,12 @@ pub(super) struct NodeRun {
     pub(super) rebased_before: Option<String>,
     /// The env the node builds for itself instead of taking the venv (src/engine/sync/build.rs).
     pub(super) build: Option<super::build::NodeBuild>,
+    /// The fast path (super::fast): this sync's manifest digest, the digest the node's stamp
+    /// gets after a complete sync, and how the tree got there (rsync, or skipped).
+    pub(super) manifest: Option<String>,
+    pub(super) stamp_digest: Option<String>,
+    pub(super) transfer: &'static str,
+    pub(super) transfer_reason: Option<String>,
 }
 
 impl NodeRun {
@@ -154,6 +160,10 @@ pub(super) fn node_runs(plan: &Plan) -> Result<Vec<NodeRun>> {
             interpreter: None,
             rebased_before: None,
             build: None,
+            manifest: None,
+            stamp_digest: None,
+            transfer: super::fast::TRANSFER_RSYNC,
+            transfer_reason: None,
         });
         if bad_home {
             let r = runs.last_mut().expect("just pushed");
@@ -191,12 +201,13 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
     let mut waited_for: Option<String> = None;
     let wait_start = Instant::now();
     let runs = lease::runs_dir(&r.planned.remote_dir);
+    let fast = super::fast::preflight_prelude(r, local);
     loop {
         let args = [r.planned.remote_dir.as_str(), &r.lock, &local.holder, &stale_min, &break_holder, &py, &want, &marker_text, &runs];
         // From here until a whole answer says otherwise, the lock may be ours: the node may
         // have made it just before ssh died or hit its deadline.
         r.may_hold = true;
-        let reply = match remote::sync_script(config, &r.dest, &env_prelude, "preflight", &args, deadline) {
+        let reply = match remote::sync_script(config, &r.dest, &format!("{env_prelude}{fast}"), "preflight", &args, deadline) {
             Ok(x) => x,
             Err(e) => {
                 r.may_hold = false; // ssh did not start: nothing reached the node
@@ -261,6 +272,7 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                 r.run_entries = lease::parse_entries(&reply.kv);
                 r.rebased_before = reply.get("rebased").map(String::from);
                 super::build::read_preflight(r, &reply);
+                super::fast::took_fast_path(r, &reply, local, config, deadline);
                 return;
             }
             Some("held") => {
@@ -366,6 +378,7 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
     if let Some((_, _, attach)) = built {
         prelude.push_str(&attach);
     }
+    let prelude = super::fast::finish_prelude(r) + &prelude;
     let mut args: Vec<&str> = vec![&dir, &r.lock, &local.holder, &pth, &python, &rebase, &runs, &local.run_id, &local.lease, &nreap];
     for e in &reap {
         args.push(&e.id);

@@ -44,6 +44,10 @@ impl Screen {
                 self.update(node, format!("{node}: {} {:>3}% {}", human_bytes(progress.bytes), progress.percent, progress.rate));
                 None
             }
+            SyncEvent::Synced(n) if n.transfer.as_deref() == Some("skipped") => {
+                self.forget(&n.planned.node.key());
+                Some(format!("{}: synced, transfer: skipped (unchanged since its last sync) in {:.1} s", n.planned.node, n.elapsed_ms as f64 / 1000.0))
+            }
             SyncEvent::Synced(n) => {
                 self.forget(&n.planned.node.key());
                 Some(format!(
