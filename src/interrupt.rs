@@ -27,6 +27,14 @@ pub fn install() {
     });
 }
 
+/// Asks for a stop as a first Ctrl-C would (a no-op without [`install`]): for a reason of our
+/// own, such as the pytest we prepare for having gone.
+pub fn request() {
+    if let Some(f) = FLAG.get() {
+        f.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Whether the user asked us to stop.
 pub fn requested() -> bool {
     FLAG.get().is_some_and(|f| f.load(Ordering::SeqCst))

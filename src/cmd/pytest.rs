@@ -132,12 +132,87 @@ pub fn run(args: &PytestArgs, out: &mut dyn Write) -> Result<Outcome> {
         return Ok(Outcome::Complete);
     }
     check_pytest_args(&pytest_args)?;
+    if let Some(pid) = std::env::var(session::PREPARE_FOR_ENV).ok().and_then(|p| p.parse::<u32>().ok()) {
+        return prepare_for_pytest(&opts, &pytest_args, pid);
+    }
+    if !opts.prepare && session::early_controller_enabled() {
+        return session::launch_early(&opts, &args.rest, &pytest_args);
+    }
     let session = session::prepare(&opts, &pytest_args)?;
     if opts.prepare {
         emit(out, &schema::to_pretty(&session))?;
         return Ok(Outcome::Complete);
     }
     session::exec_pytest(&session, &opts, &pytest_args)
+}
+
+/// The launcher's own child under the early controller ([`session::launch_early`]): probe,
+/// plan and sync for the pytest `pid` (the launcher, exec'd), hand it the workers on the
+/// socket that is this process's stdin, then keep the run trees' leases until it exits and
+/// remove the trees (what `release --wait-pid` does otherwise). On an error it says why on
+/// stderr and hands over the exit code instead. If pytest goes first (its own usage error,
+/// `--version`, a signal), the sync stops as on Ctrl-C, giving the locks back, without a word.
+fn prepare_for_pytest(opts: &session::CloudOptions, pytest_args: &[String], pid: u32) -> Result<Outcome> {
+    use std::os::fd::AsFd;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| Error::io("the hand-over socket", e))?;
+    let listener = UnixListener::from(fd);
+    let socket = listener.local_addr().ok().and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf));
+    let gone = Arc::new(AtomicBool::new(false));
+    let handed = Arc::new(AtomicBool::new(false));
+    {
+        let (gone, handed, socket) = (gone.clone(), handed.clone(), socket.clone());
+        // pytest is our parent: when it ends we are re-parented at once.
+        std::thread::spawn(move || {
+            while !handed.load(Ordering::SeqCst) {
+                if std::os::unix::process::parent_id() != pid {
+                    gone.store(true, Ordering::SeqCst);
+                    crate::interrupt::request();
+                    // Wakes the accept below, should it be waiting for a pytest that is gone.
+                    if let Some(s) = &socket {
+                        let _ = UnixStream::connect(s);
+                    }
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+    }
+    let prepared = session::local_setup(opts).and_then(|s| session::prepare_with(s, opts, pytest_args, Some(pid)));
+    let stream = loop {
+        match listener.accept() {
+            _ if gone.load(Ordering::SeqCst) => break None,
+            Ok((s, _)) => break Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break None,
+        }
+    };
+    handed.store(true, Ordering::SeqCst);
+    if let Some(s) = &socket {
+        let _ = std::fs::remove_file(s);
+    }
+    let send = |text: String| {
+        if let Some(mut s) = stream.as_ref() {
+            let _ = s.write_all(text.as_bytes());
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    };
+    match prepared {
+        Ok(session) => {
+            send(session::handover_document(&session));
+            crate::cmd::release::keep_and_release(&session.sync, Some(pid), opts.quiet)
+        }
+        Err(e) => {
+            // Said before the hand-over, so the message is out before pytest exits with its code.
+            if !gone.load(Ordering::SeqCst) {
+                eprintln!("pytest-cloud: error: {}", e.message);
+            }
+            send(session::handover_exit(e.exit.code()));
+            Ok(Outcome::Complete)
+        }
+    }
 }
 
 /// `--cloud-help`, written like any output (a closed pipe, `| head`, is not an error).

@@ -27,20 +27,26 @@ pub fn run(args: &ReleaseArgs, _out: &mut dyn Write) -> Result<Outcome> {
         _ => doc,
     };
     let sync: schema::SyncDoc = schema::from_value(doc, "sync")?;
-    let (config, held) = lease::held_in(&sync)?;
-    let answered = match args.wait_pid {
-        Some(pid) => keep_while_alive(pid, &config, &held, args.quiet),
+    keep_and_release(&sync, args.wait_pid, args.quiet)
+}
+
+/// Keeps the run trees of `sync` while `wait_pid` lives (None: not at all), then removes them.
+/// Also what the launcher's own child does after handing the nodes to an early pytest.
+pub fn keep_and_release(sync: &schema::SyncDoc, wait_pid: Option<u32>, quiet: bool) -> Result<Outcome> {
+    let (config, held) = lease::held_in(sync)?;
+    let answered = match wait_pid {
+        Some(pid) => keep_while_alive(pid, &config, &held, quiet),
         None => vec![true; held.len()],
     };
     // Beside the launcher this holds its output open: a node that stopped answering (lost,
     // frozen) must not hold the end of the run for long; its tree is reaped by a later run.
-    let deadline = if args.wait_pid.is_some() { Duration::from_secs(10) } else { Duration::from_secs(60) };
+    let deadline = if wait_pid.is_some() { Duration::from_secs(10) } else { Duration::from_secs(60) };
     let answers = lease::drop_answered(&config, &held, &answered, deadline);
     let mut failed = 0;
     for (h, a) in held.iter().zip(&answers) {
         if let NodeAnswer::Failed(why) = a {
             failed += 1;
-            say(args.quiet, format!("pytest-cloud: release: {}: {}/{} not removed: {why}", h.node, h.runs, h.id));
+            say(quiet, format!("pytest-cloud: release: {}: {}/{} not removed: {why}", h.node, h.runs, h.id));
         }
     }
     Ok(if failed == 0 { Outcome::Complete } else { Outcome::Partial })

@@ -110,10 +110,18 @@ fn open_group_masters(nodes: &[PlannedNode], settings: &ssh::SshSettings, config
     Ok(())
 }
 
-/// probe -> plan -> sync, in-process. Returns the session that runs pytest.
-pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
-    let quiet = opts.quiet;
-    let mut timings = std::collections::BTreeMap::new();
+/// What the launcher knows before it touches a node: checked first, so that a usage error
+/// (exit 64) comes before anything starts.
+pub struct LocalSetup {
+    nodes: Vec<ssh::Destination>,
+    root: PathBuf,
+    venv: project::Venv,
+    local_python: PathBuf,
+    settings: SshSettings,
+}
+
+/// The nodes, the project root, its venv and the ssh settings.
+pub fn local_setup(opts: &CloudOptions) -> Result<LocalSetup> {
     if opts.nodes.is_empty() {
         return Err(Error::usage("no nodes given: use --cloud-node HOST or --cloud-nodes 'H1 H2'"));
     }
@@ -128,20 +136,37 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
         ))
     })?;
     let local_python = root.join(&venv.rel).join("bin/python");
-    say(quiet, format!("pytest-cloud: project {} (virtualenv {}: {})", root.display(), venv.rel.display(), venv.why));
-
     let mut settings = SshSettings::default();
     settings.override_with(opts.ssh_config.as_deref(), opts.connect_timeout_s, None);
     if let Some(t) = opts.node_timeout_s {
         settings.node_timeout_s = t;
     }
+    Ok(LocalSetup { nodes, root, venv, local_python, settings })
+}
+
+/// probe -> plan -> sync, in-process. Returns the session that runs pytest.
+pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
+    let setup = local_setup(opts)?;
+    prepare_with(setup, opts, pytest_args, None)
+}
+
+/// [`prepare`] from a [`LocalSetup`]. `lease_pid`: the pytest that holds the run trees'
+/// leases, when the caller keeps them itself (the early controller's hand-over); None: this
+/// process (which becomes pytest) or, with `--cloud-prepare`, its parent, with a lease keeper
+/// started here.
+pub fn prepare_with(setup: LocalSetup, opts: &CloudOptions, pytest_args: &[String], lease_pid: Option<u32>) -> Result<Session> {
+    let quiet = opts.quiet;
+    let mut timings = std::collections::BTreeMap::new();
+    let LocalSetup { nodes, root, venv, local_python, settings } = setup;
+    say(quiet, format!("pytest-cloud: project {} (virtualenv {}: {})", root.display(), venv.rel.display(), venv.why));
     // GNU parallel (sync's fan-out) takes 0.1-0.5 s of CPU to start: start it now, so that it
     // is ready when the probe and the pre-flights are done. It runs nothing until sync
     // feeds it a node that passed its pre-flight; if it cannot start, sync says why later.
     let mut sync_opts = sync_options(opts);
     // The run trees' leases are held by the process that lives as long as the run: pytest,
     // which is this process after exec, or the plugin's pytest that asked for a session.
-    let lease_pid = if opts.prepare { std::os::unix::process::parent_id() } else { std::process::id() };
+    let keeper_here = lease_pid.is_none();
+    let lease_pid = lease_pid.unwrap_or_else(|| if opts.prepare { std::os::unix::process::parent_id() } else { std::process::id() });
     sync_opts.lease_pid = lease_pid;
     sync_opts.lease_ttl_min = crate::engine::lease::PROCESS_TTL_MIN;
     sync_opts.venv = Some(venv.rel.to_string_lossy().into_owned());
@@ -173,7 +198,9 @@ pub fn prepare(opts: &CloudOptions, pytest_args: &[String]) -> Result<Session> {
     let t = Instant::now();
     let synced = sync_for_launcher(&plan, &sync_opts, fanout, quiet)?;
     timings.insert("sync".to_string(), t.elapsed().as_millis() as u64);
-    start_keeper(&synced, lease_pid, opts.prepare);
+    if keeper_here {
+        start_keeper(&synced, lease_pid, opts.prepare);
+    }
 
     let mut header = Vec::new();
     for n in &synced.nodes {
@@ -374,27 +401,39 @@ pub fn controller_argv(session: &Session, pytest_args: &[String]) -> Vec<String>
     argv
 }
 
-pub fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String]) -> Result<Outcome> {
-    use std::os::unix::process::CommandExt;
-    let argv = controller_argv(session, pytest_args);
+/// The controller's command: `argv` with the glue on PYTHONPATH and in PYTEST_PLUGINS and the
+/// glue's settings in the environment.
+fn controller_command(argv: &[String], rootdir: &str, glue_dir: &str, node_timeout: Option<&str>, dist_defaulted: bool) -> std::process::Command {
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]);
-    let glue_dir = &session.env["PYTEST_CLOUD_GLUE_DIR"];
     let pythonpath = match std::env::var("PYTHONPATH") {
         Ok(p) if !p.is_empty() => format!("{glue_dir}:{p}"),
-        _ => glue_dir.clone(),
+        _ => glue_dir.to_string(),
     };
     let plugins = match std::env::var("PYTEST_PLUGINS") {
         Ok(p) if !p.is_empty() => format!("{p},pytest_cloud_glue"),
         _ => "pytest_cloud_glue".to_string(),
     };
-    cmd.env("PYTHONPATH", pythonpath).env("PYTEST_PLUGINS", plugins).env("PYTEST_CLOUD_ROOTDIR", &session.rootdir);
-    if let Some(t) = session.env.get("PYTEST_CLOUD_NODE_TIMEOUT") {
+    cmd.env("PYTHONPATH", pythonpath).env("PYTEST_PLUGINS", plugins).env("PYTEST_CLOUD_ROOTDIR", rootdir);
+    if let Some(t) = node_timeout {
         cmd.env("PYTEST_CLOUD_NODE_TIMEOUT", t);
     }
     // `--dist load` was our default, not the user's choice: the glue may schedule by the
     // recorded durations instead (share/pytest-cloud-plugin/src/pytest_cloud/sched.py).
-    cmd.env("PYTEST_CLOUD_DIST_DEFAULTED", if session.xdist.dist.is_empty() { "0" } else { "1" });
+    cmd.env("PYTEST_CLOUD_DIST_DEFAULTED", if dist_defaulted { "1" } else { "0" });
+    cmd
+}
+
+pub fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String]) -> Result<Outcome> {
+    use std::os::unix::process::CommandExt;
+    let argv = controller_argv(session, pytest_args);
+    let mut cmd = controller_command(
+        &argv,
+        &session.rootdir,
+        &session.env["PYTEST_CLOUD_GLUE_DIR"],
+        session.env.get("PYTEST_CLOUD_NODE_TIMEOUT").map(String::as_str),
+        !session.xdist.dist.is_empty(),
+    );
     if opts.timings {
         let mut phases: std::collections::BTreeMap<String, u64> = session.timings_ms.clone();
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
@@ -407,6 +446,92 @@ pub fn exec_pytest(session: &Session, opts: &CloudOptions, pytest_args: &[String
         if err.kind() == std::io::ErrorKind::NotFound { Exit::MissingTool } else { Exit::Io },
         format!("could not start the project's pytest `{}`: {err}", argv[0]),
     ))
+}
+
+/// The early controller (share/doc/performance.md): the Unix socket on which the launcher's
+/// own child hands the synced nodes to the pytest that started while they were synced, and
+/// that child's process group (the glue passes a SIGINT meant for the launcher on to it).
+pub const HANDOVER_ENV: &str = "PYTEST_CLOUD_HANDOVER";
+pub const HANDOVER_PGID_ENV: &str = "PYTEST_CLOUD_HANDOVER_PGID";
+/// Set on that child: the pid of the pytest it prepares the nodes for.
+pub const PREPARE_FOR_ENV: &str = "PYTEST_CLOUD_PREPARE_FOR";
+/// `0` turns the early controller off (probe, plan and sync first, then exec, as before):
+/// for A/B measurements and as a way out.
+pub const EARLY_CONTROLLER_ENV: &str = "PYTEST_CLOUD_EARLY_CONTROLLER";
+
+pub fn early_controller_enabled() -> bool {
+    std::env::var(EARLY_CONTROLLER_ENV).map(|v| v.trim() != "0").unwrap_or(true)
+}
+
+/// The launcher with the early controller: checks what it can locally, starts its own child
+/// (`pytest-cloud pytest` again, with [`PREPARE_FOR_ENV`]) to probe, plan and sync, and
+/// replaces itself with pytest at once, so the interpreter, the imports, the plugins and the
+/// conftests load while the nodes are synced. The glue waits for the child's hand-over before
+/// pytest's main starts (`pytest_cmdline_main`): the `--tx` specs, or the exit code the child
+/// ended with (64, 69, 75, 130...), with which pytest then exits without a word. pytest keeps
+/// the launcher's pid, so its exit code and signals are the user's as before.
+pub fn launch_early(opts: &CloudOptions, launcher_args: &[String], pytest_args: &[String]) -> Result<Outcome> {
+    use std::os::unix::process::CommandExt;
+    let setup = local_setup(opts)?;
+    let venv_dir = setup.root.join(&setup.venv.rel);
+    if !crate::venv::site_packages(&venv_dir).iter().any(|s| venv_dir.join(s).join("pytest/__init__.py").is_file()) {
+        // An early pytest would only say it is missing, before the nodes say what they have to
+        // say (a lock, no usable node): probe, plan and sync first, as without it.
+        let session = prepare_with(setup, opts, pytest_args, None)?;
+        return exec_pytest(&session, opts, pytest_args);
+    }
+    let glue_dir = write_glue()?;
+    let socket = ssh::runtime_dir()?.join(format!("handover-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(|e| Error::io(format!("binding {}", socket.display()), e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the pytest-cloud binary", e))?;
+    // Its own process group: a terminal's Ctrl-C reaches pytest, and the glue passes it on to
+    // this group exactly once (so does a SIGINT sent to the launcher's pid alone).
+    let child = std::process::Command::new(exe)
+        .arg("pytest")
+        .args(launcher_args)
+        .env(PREPARE_FOR_ENV, std::process::id().to_string())
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(listener)))
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("starting the launcher's preparation", e))?;
+    let mut argv = vec![setup.local_python.display().to_string(), "-m".into(), "pytest".into()];
+    let dist_defaulted = !has_dist_choice(pytest_args);
+    if dist_defaulted {
+        argv.push("--dist=load".into());
+    }
+    argv.extend(pytest_args.iter().cloned());
+    let node_timeout = setup.settings.node_timeout_s.to_string();
+    let mut cmd = controller_command(&argv, &setup.root.display().to_string(), &glue_dir.display().to_string(), Some(&node_timeout), dist_defaulted);
+    cmd.env(HANDOVER_ENV, &socket).env(HANDOVER_PGID_ENV, child.id().to_string());
+    if opts.timings {
+        // The launcher's phases come with the hand-over.
+        cmd.env("PYTEST_CLOUD_TIMINGS", "{}");
+    }
+    // exec: from here pytest is this process; its exit code and signals are ours. Should it
+    // fail, the child sees its parent gone and gives the nodes back.
+    let err = cmd.exec();
+    Err(Error::new(
+        if err.kind() == std::io::ErrorKind::NotFound { Exit::MissingTool } else { Exit::Io },
+        format!("could not start the project's pytest `{}`: {err}", argv[0]),
+    ))
+}
+
+/// The hand-over the glue reads: the workers, or the exit code to leave with.
+pub fn handover_document(session: &Session) -> String {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    serde_json::json!({
+        "kind": "handover",
+        "tx": session.xdist.tx,
+        "max_worker_restart": session.xdist.max_worker_restart,
+        "timings_ms": session.timings_ms,
+        "handed_over_at_ms": now_ms,
+    })
+    .to_string()
+}
+
+pub fn handover_exit(code: i32) -> String {
+    serde_json::json!({ "kind": "handover", "exit": code }).to_string()
 }
 
 #[cfg(test)]

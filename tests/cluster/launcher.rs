@@ -527,3 +527,127 @@ fn a_node_with_two_connection_groups_opens_each_master_once() {
     assert!(!out.contains("already exists"), "a group's master was raced for: {out}");
     assert_eq!(c.connections("node1"), before + 2, "one authentication per connection group (probe and sync share group 0's): {out}");
 }
+
+// ---- Issue 18: the early controller (pytest starts while the nodes are synced). ----
+
+/// The launcher with the early controller on (the default) or off (`PYTEST_CLOUD_EARLY_CONTROLLER=0`).
+fn cloud_early(ex: &Example, c: &Cluster, early: bool, args: &[&str]) -> Output {
+    let nodes = c.aliases().join(" ");
+    Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
+        .arg("pytest")
+        .arg(format!("--cloud-ssh-config={}", c.ssh_config().display()))
+        .args(["--cloud-nodes", &nodes, "--cloud-mem-per-process", "100", "--cloud-rsync-bandwidth-limit", "0"])
+        .args(["-rA", "-p", "no:randomly"])
+        .args(args)
+        .current_dir(ex.root())
+        .env_remove("VIRTUAL_ENV")
+        .env("PYTEST_CLOUD_EARLY_CONTROLLER", if early { "1" } else { "0" })
+        .output()
+        .unwrap()
+}
+
+/// Pids of local processes whose command line names `needle` (none may be left of a run).
+fn local_processes(needle: &str) -> Vec<String> {
+    let out = Command::new("ps").args(["-eo", "pid=,args="]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(needle) && !l.contains("ps -eo")).map(str::to_string).collect()
+}
+
+#[test]
+fn the_early_controller_gives_the_ids_outcomes_and_exit_codes_of_a_launcher_that_syncs_first() {
+    let c = Cluster::shared();
+    let ex = Example::new();
+    std::fs::write(ex.root().join("tests/test_fails.py"), "def test_bad():\n    assert 1 == 2\n\ndef test_good():\n    pass\n").unwrap();
+    // Passing (exit 0), failing (1), no tests (5), and a pytest usage error (4).
+    for (args, want) in [(&["tests/unit"][..], 0), (&[][..], 1), (&["-k", "no_such_test_anywhere"][..], 5), (&["--no-such-pytest-option"][..], 4)] {
+        let l = local(&ex, args);
+        let before = cloud_early(&ex, &c, false, args);
+        let early = cloud_early(&ex, &c, true, args);
+        assert_eq!(l.status.code(), Some(want), "local {args:?}:\n{}", text(&l));
+        assert_eq!(before.status.code(), Some(want), "syncing first, {args:?}:\n{}", text(&before));
+        assert_eq!(early.status.code(), Some(want), "early controller, {args:?}:\n{}", text(&early));
+        if want == 4 {
+            continue;
+        }
+        assert_eq!(outcomes(&early), outcomes(&l), "early controller vs local, {args:?}:\n{}", text(&early));
+        assert_eq!(outcomes(&early), outcomes(&before), "{args:?}");
+        let err = String::from_utf8_lossy(&early.stderr);
+        assert!(err.contains("node1: ") && err.contains("slots"), "the header, before pytest's report:\n{err}");
+    }
+}
+
+/// The nodes' directories locked by another (live) run: sync waits for the lock, and pytest
+/// has started meanwhile (its conftest was imported). Ctrl-C then, as a terminal sends it
+/// (the whole process group) or to the launcher alone: exit 130, no pytest report, nothing of
+/// the run left here.
+#[test]
+fn ctrl_c_while_the_nodes_are_synced_exits_130_without_a_report_and_leaves_nothing_running() {
+    use std::os::unix::process::CommandExt;
+    let c = Cluster::shared();
+    let ex = Example::new();
+    let tag = format!("pc-early-{}", std::process::id());
+    let conftest = std::fs::read_to_string(ex.root().join("conftest.py")).unwrap_or_default();
+    std::fs::write(ex.root().join("conftest.py"), format!("open('/tmp/{tag}-imported', 'w').close()\n{conftest}")).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let holder = format!("pytest-cloud host={host} pid={} user=other started_unix=1 source=/elsewhere", std::process::id());
+    let chdir = format!("pc_early_{}", std::process::id());
+    for alias in c.aliases() {
+        let lock = c.ssh(&alias, &format!("mkdir -p {chdir}.pytest-cloud-lock && echo '{holder}' > {chdir}.pytest-cloud-lock/holder"));
+        assert!(lock.status.success(), "{}", text(&lock));
+    }
+    for group in [true, false] {
+        let _ = std::fs::remove_file(format!("/tmp/{tag}-imported"));
+        let nodes = c.aliases().join(" ");
+        let child = Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
+            .arg("pytest")
+            .arg(format!("--cloud-ssh-config={}", c.ssh_config().display()))
+            .args(["--cloud-nodes", &nodes, "--cloud-chdir", &chdir])
+            .current_dir(ex.root())
+            .env_remove("VIRTUAL_ENV")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id().to_string();
+        wait_for("the early pytest imported the conftest while sync waits for the lock", || {
+            std::path::Path::new(&format!("/tmp/{tag}-imported")).exists()
+        });
+        let target = if group { format!("-{pid}") } else { pid.clone() };
+        assert!(Command::new("kill").args(["-INT", "--", &target]).status().unwrap().success());
+        let out = child.wait_with_output().unwrap();
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(130), "group={group}: interrupted before pytest started:\n{all}");
+        assert!(out.stdout.is_empty(), "group={group}: no pytest output:\n{all}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{all}");
+        // Neither the early pytest (named by its venv) nor the launcher's own child (by the chdir).
+        wait_for("nothing of the run left locally", || local_processes(&ex.root().display().to_string()).is_empty() && local_processes(&chdir).is_empty());
+    }
+    let _ = std::fs::remove_file(format!("/tmp/{tag}-imported"));
+    for alias in c.aliases() {
+        let _ = c.ssh(&alias, &format!("rm -rf {chdir}.pytest-cloud-lock"));
+    }
+}
+
+/// Every node dropped at sync (its directory is not ours): our error and exit 69, not a word
+/// from the pytest that had started, and no python of the run left here.
+#[test]
+fn every_node_dropped_at_sync_exits_69_with_our_error_and_no_pytest_output() {
+    let c = Cluster::shared();
+    let ex = Example::new();
+    let chdir = format!("pc_unsafe_{}", std::process::id());
+    for alias in c.aliases() {
+        let made = c.ssh(&alias, &format!("mkdir -p {chdir} && echo mine > {chdir}/precious.txt"));
+        assert!(made.status.success(), "{}", text(&made));
+    }
+    let out = cloud_early(&ex, &c, true, &["--cloud-chdir", &chdir]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(69), "{all}");
+    assert!(out.stdout.is_empty(), "no pytest output:\n{all}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("node1: dropped at sync (unsafe_target:") && stderr.contains("pytest-cloud: error: none of the given nodes"), "{stderr}");
+    wait_for("no python of the run left locally", || local_processes(&ex.root().display().to_string()).is_empty() && local_processes(&chdir).is_empty());
+    for alias in c.aliases() {
+        assert_eq!(String::from_utf8_lossy(&c.ssh(&alias, &format!("cat {chdir}/precious.txt")).stdout), "mine\n", "{alias}: untouched");
+        let _ = c.ssh(&alias, &format!("rm -rf {chdir}"));
+    }
+}

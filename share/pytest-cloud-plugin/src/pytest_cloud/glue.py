@@ -84,6 +84,90 @@ def _sched_module() -> Any:
     return sched
 
 
+#: The early controller: the launcher starts pytest while its own child probes, plans and
+#: syncs, and that child hands the workers over on this Unix socket (share/doc/performance.md).
+HANDOVER_ENV = "PYTEST_CLOUD_HANDOVER"
+#: The child's process group, which a SIGINT reaching pytest during the wait is passed on to.
+HANDOVER_PGID_ENV = "PYTEST_CLOUD_HANDOVER_PGID"
+#: Exit code when the launcher's child ended without handing over (it crashed or was killed).
+EXIT_INTERNAL = 70
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> Any:
+    """Under the early controller: wait for the hand-over before pytest's main (and xdist's
+    option checks) runs; before it, pytest has printed nothing."""
+    if os.environ.get(HANDOVER_ENV) and not hasattr(config, "workerinput"):
+        receive_handover(config)
+    return (yield)
+
+
+def receive_handover(config: pytest.Config) -> None:
+    """Reads the hand-over to its end: the ``--tx`` specs (and the launcher's phases), or the
+    exit code the launcher's child ended with, which pytest then exits with at once and without
+    a report (the child has said why). The environment variables are removed, so the tests'
+    own subprocesses never see them."""
+    import json
+    import signal
+    import socket
+    import sys
+
+    path = os.environ.pop(HANDOVER_ENV)
+    pgid = os.environ.pop(HANDOVER_PGID_ENV, "")
+    # What the controller imports once it has its workers (xdist imports its session and
+    # execnet in its pytest_configure): imported now, while the nodes are being synced.
+    try:
+        import execnet  # noqa: F401
+        import xdist.dsession  # noqa: F401
+        import xdist.workermanage  # noqa: F401
+
+        _sched_module()
+    except ImportError:
+        pass  # said properly by check_xdist() once configured
+
+    def forward(signum: int, frame: Any) -> None:
+        # The child is in its own process group, so this is the one SIGINT it gets.
+        try:
+            os.killpg(int(pgid), signal.SIGINT)
+        except (ValueError, OSError):
+            pass
+
+    previous = signal.signal(signal.SIGINT, forward)
+    chunks: list[bytes] = []
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    except OSError as exc:
+        sys.stderr.write(f"pytest-cloud: error: no hand-over from the launcher at {path}: {exc}\n")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERNAL)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        doc = json.loads(b"".join(chunks))
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("kind") != "handover":
+        sys.stderr.write("pytest-cloud: error: the launcher stopped before it handed the nodes over\n")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERNAL)
+    if "exit" in doc:
+        os._exit(int(doc["exit"]))
+    config.option.tx = list(doc["tx"])
+    if config.option.maxworkerrestart is None and doc.get("max_worker_restart") is not None:
+        config.option.maxworkerrestart = str(doc["max_worker_restart"])
+    if TIMINGS_ENV in os.environ:
+        phases = dict(doc.get("timings_ms") or {})
+        # controller_start is then what the run still waited for after the hand-over.
+        phases["exec_at_ms"] = doc.get("handed_over_at_ms")
+        os.environ[TIMINGS_ENV] = json.dumps(phases)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Entry point when loaded through ``PYTEST_PLUGINS`` (the Rust launcher)."""
     rootdir = os.environ.get(ROOTDIR_ENV)
