@@ -93,6 +93,31 @@ HANDOVER_PGID_ENV = "PYTEST_CLOUD_HANDOVER_PGID"
 EXIT_INTERNAL = 70
 
 
+def _forward_sigint(signum: int, frame: Any) -> None:
+    """A SIGINT reaching pytest before the hand-over is passed on to the launcher's child (in
+    its own process group, so this is the one it gets), which stops the sync, gives the locks
+    back and hands over exit code 130."""
+    import signal
+
+    try:
+        os.killpg(int(os.environ.get(HANDOVER_PGID_ENV, "")), signal.SIGINT)
+    except (ValueError, OSError):
+        pass
+
+
+def _install_forwarding() -> Any:
+    """From the glue's import on (before the conftests load), while pytest waits."""
+    import signal
+    import threading
+
+    if os.environ.get(HANDOVER_ENV) and threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGINT, _forward_sigint)
+    return None
+
+
+_SIGINT_BEFORE_HANDOVER = _install_forwarding()
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> Any:
     """Under the early controller: wait for the hand-over before pytest's main (and xdist's
@@ -112,8 +137,7 @@ def receive_handover(config: pytest.Config) -> None:
     import socket
     import sys
 
-    path = os.environ.pop(HANDOVER_ENV)
-    pgid = os.environ.pop(HANDOVER_PGID_ENV, "")
+    path = os.environ[HANDOVER_ENV]
     # What the controller imports once it has its workers (xdist imports its session and
     # execnet in its pytest_configure): imported now, while the nodes are being synced.
     try:
@@ -125,14 +149,9 @@ def receive_handover(config: pytest.Config) -> None:
     except ImportError:
         pass  # said properly by check_xdist() once configured
 
-    def forward(signum: int, frame: Any) -> None:
-        # The child is in its own process group, so this is the one SIGINT it gets.
-        try:
-            os.killpg(int(pgid), signal.SIGINT)
-        except (ValueError, OSError):
-            pass
-
-    previous = signal.signal(signal.SIGINT, forward)
+    previous = signal.signal(signal.SIGINT, _forward_sigint)
+    if _SIGINT_BEFORE_HANDOVER is not None:
+        previous = _SIGINT_BEFORE_HANDOVER
     chunks: list[bytes] = []
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -148,6 +167,8 @@ def receive_handover(config: pytest.Config) -> None:
         os._exit(EXIT_INTERNAL)
     finally:
         signal.signal(signal.SIGINT, previous)
+        os.environ.pop(HANDOVER_ENV, None)
+        os.environ.pop(HANDOVER_PGID_ENV, None)
     try:
         doc = json.loads(b"".join(chunks))
     except ValueError:
