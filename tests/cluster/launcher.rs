@@ -568,8 +568,12 @@ fn the_early_controller_gives_the_ids_outcomes_and_exit_codes_of_a_launcher_that
         if want == 4 {
             continue;
         }
-        assert_eq!(outcomes(&early), outcomes(&l), "early controller vs local, {args:?}:\n{}", text(&early));
-        assert_eq!(outcomes(&early), outcomes(&before), "{args:?}");
+        if want != 5 {
+            // (With nothing selected, xdist's controller says "no tests ran" where a local run
+            // counts the deselected tests.)
+            assert_eq!(outcomes(&early), outcomes(&l), "early controller vs local, {args:?}:\n{}", text(&early));
+        }
+        assert_eq!(outcomes(&early), outcomes(&before), "early controller vs syncing first, {args:?}:\n{}", text(&early));
         let err = String::from_utf8_lossy(&early.stderr);
         assert!(err.contains("node1: ") && err.contains("slots"), "the header, before pytest's report:\n{err}");
     }
