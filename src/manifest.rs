@@ -219,11 +219,75 @@ impl Digest {
     }
 }
 
+/// pytest's cache at the project root: rewritten by every run (`cache/nodeids`, the recorded
+/// durations), so it is not in the digest; the fast path writes it into the run's tree instead.
+pub const PYTEST_CACHE: &str = ".pytest_cache";
+
+/// Past this, the cache is left in the digest (a full sync carries it).
+const MAX_CACHE_BYTES: usize = 2 * 1024 * 1024;
+
+/// One entry of [`PYTEST_CACHE`] as it would arrive, relative to the project root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheEntry {
+    Dir(String),
+    File(String, String),
+}
+
+/// What the fast path needs: the digest of everything rsync would send but the cache, and
+/// the cache as it would arrive: Some(entries) to mirror (empty: there is none, so a copy
+/// there goes); None: leave it to the digest or to the filters (it is excluded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub digest: String,
+    pub cache: Option<Vec<CacheEntry>>,
+}
+
+/// The entries of the cache directory `dir` (relative path `rel`) that rsync would send, when
+/// every one is text that can travel in a shell word (UTF-8, no NUL) and all fit the bound.
+fn read_cache(dir: &Path, rel: &str, rules: &[Rule]) -> Option<Vec<CacheEntry>> {
+    let mut out = vec![CacheEntry::Dir(rel.to_string())];
+    let mut bytes = 0;
+    let mut stack = vec![(dir.to_path_buf(), rel.to_string())];
+    while let Some((d, r)) = stack.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(&d).ok()?.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for name in names {
+            let path = d.join(&name);
+            let rel = format!("{r}/{}", name.to_str()?);
+            let ft = std::fs::symlink_metadata(&path).ok()?.file_type();
+            if excluded(rules, rel.as_bytes(), ft.is_dir()) {
+                continue;
+            }
+            if ft.is_dir() {
+                out.push(CacheEntry::Dir(rel.clone()));
+                stack.push((path, rel));
+            } else if ft.is_file() {
+                let text = String::from_utf8(std::fs::read(&path).ok()?).ok()?;
+                bytes += text.len();
+                if text.contains('\0') || bytes > MAX_CACHE_BYTES {
+                    return None;
+                }
+                out.push(CacheEntry::File(rel, text));
+            } else {
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// The digest of what rsync would send from `root` under `rules` (rsync filter lines, in
 /// order; a `. FILE` rule's file is read and hashed), mixed with `context` (anything else that
 /// decides what the node ends up with: rsync options, the node's managed files...). None when
 /// the root cannot be read.
 pub fn digest(root: &Path, rules: &[String], context: &[&str]) -> Option<String> {
+    manifest(root, rules, context, false).map(|m| m.digest)
+}
+
+/// [`digest`], with pytest's cache at the root taken out of it and read instead when
+/// `cache_apart` (and it can be: see [`read_cache`]).
+pub fn manifest(root: &Path, rules: &[String], context: &[&str], cache_apart: bool) -> Option<Manifest> {
+    let mut cache = None;
     let mut d = Digest::new();
     d.bytes(FORMAT.as_bytes());
     for c in context {
@@ -272,6 +336,12 @@ pub fn digest(root: &Path, rules: &[String], context: &[&str]) -> Option<String>
             if excluded(&parsed, &rel, is_dir) {
                 continue;
             }
+            if cache_apart && is_dir && rel == PYTEST_CACHE.as_bytes() {
+                if let Some(entries) = read_cache(&path, PYTEST_CACHE, &parsed) {
+                    cache = Some(entries);
+                    continue;
+                }
+            }
             record(&mut d, &rel, &meta, &path);
             if is_dir {
                 subdirs.push(path);
@@ -280,7 +350,11 @@ pub fn digest(root: &Path, rules: &[String], context: &[&str]) -> Option<String>
         // Depth first, in name order (a stack: pushed in reverse).
         stack.extend(subdirs.into_iter().rev());
     }
-    Some(d.finish())
+    if cache_apart && cache.is_none() && std::fs::symlink_metadata(root.join(PYTEST_CACHE)).is_err() && !excluded(&parsed, PYTEST_CACHE.as_bytes(), true) {
+        cache = Some(Vec::new());
+    }
+    d.bytes(format!("cache apart: {}", cache.is_some()).as_bytes());
+    Some(Manifest { digest: d.finish(), cache })
 }
 
 fn record(d: &mut Digest, rel: &[u8], meta: &std::fs::Metadata, path: &Path) {
@@ -399,6 +473,38 @@ mod tests {
         changed("a symlink's target");
         let fewer: Vec<String> = vec!["-p __pycache__/".into()];
         assert_ne!(digest(root, &fewer, &["ctx"]), digest(root, &rules, &["ctx"]), "a changed exclude counts");
+    }
+
+    #[test]
+    fn pytests_cache_can_be_kept_apart_from_the_digest_and_is_read_as_it_would_arrive() {
+        let t = tree();
+        let root = t.path();
+        fs::create_dir_all(root.join(".pytest_cache/v/cache")).unwrap();
+        fs::write(root.join(".pytest_cache/v/cache/nodeids"), "[\n  \"t.py::a\"\n]").unwrap();
+        fs::write(root.join(".pytest_cache/x.log"), "excluded").unwrap();
+        let rules: Vec<String> = vec!["- *.log".into()];
+        let m = manifest(root, &rules, &[], true).unwrap();
+        assert_eq!(
+            m.cache.unwrap(),
+            vec![
+                CacheEntry::Dir(".pytest_cache".into()),
+                CacheEntry::Dir(".pytest_cache/v".into()),
+                CacheEntry::Dir(".pytest_cache/v/cache".into()),
+                CacheEntry::File(".pytest_cache/v/cache/nodeids".into(), "[\n  \"t.py::a\"\n]".into()),
+            ]
+        );
+        let whole = digest(root, &rules, &[]).unwrap();
+        fs::write(root.join(".pytest_cache/v/cache/nodeids"), "[]").unwrap();
+        assert_eq!(manifest(root, &rules, &[], true).unwrap().digest, m.digest, "a run's cache write is not a change");
+        assert_ne!(digest(root, &rules, &[]).unwrap(), whole, "but it is for the whole tree");
+        // Binary content cannot travel as a shell word: then the cache is in the digest.
+        fs::write(root.join(".pytest_cache/v/cache/bin"), b"\0\x01").unwrap();
+        let m2 = manifest(root, &rules, &[], true).unwrap();
+        assert!(m2.cache.is_none() && m2.digest != m.digest);
+        fs::remove_dir_all(root.join(".pytest_cache")).unwrap();
+        assert_eq!(manifest(root, &rules, &[], true).unwrap().cache, Some(vec![]), "none: a copy on the node goes");
+        let excluding: Vec<String> = vec!["- .pytest_cache/".into()];
+        assert_eq!(manifest(root, &excluding, &[], true).unwrap().cache, None, "excluded: left alone");
     }
 
     #[test]

@@ -240,7 +240,9 @@ sample() {
 # the lock once DIR is known marked. The caller's prelude sets fast_digest (the manifest
 # digest of what rsync would send now, mixed with the node's managed files and the .pth),
 # fast_run_id, fast_lease, fast_python and fast_pth (relative to DIR; "" = no venv),
-# fast_entries (the .pth lines, one a line), fast_host and fast_boot (the controller's).
+# fast_entries (the .pth lines, one a line), fast_host and fast_boot (the controller's), and
+# defines fast_cache TREE, which writes the controller's .pytest_cache into TREE (a run
+# rewrites it every time, so it travels with this call and is not in the digest).
 # It goes ahead only when all of these hold, and otherwise returns 1 having changed nothing,
 # so preflight goes on as before (rsync, then finish):
 #   - the stamp DIR/.pytest-cloud-synced holds fast_digest: finish wrote it at the end of a
@@ -292,6 +294,7 @@ fast_path() {
         done
     fi
     run_make "$runs" "$fast_run_id" "$fast_lease" || { release; return 0; }
+    fast_cache "$runs/$fast_run_id" || { release; echo "error=cannot write the pytest cache into $runs/$fast_run_id"; return 0; }
     release
     [ -n "$fast_python" ] || return 0
     f_ifs=$IFS

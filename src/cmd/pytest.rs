@@ -1,10 +1,12 @@
 //! `pytest-cloud pytest [--cloud-* options] [pytest args]`: the launcher.
 //!
-//! Runs probe -> plan -> sync in-process (the same functions as the subcommands), then
-//! replaces itself with the project's own pytest (`<venv>/bin/python -m pytest`) as the
-//! pytest-xdist controller, one `--tx` ssh worker per planned slot. Every argument that is not
+//! Replaces itself with the project's own pytest (`<venv>/bin/python -m pytest`) as the
+//! pytest-xdist controller at once, while its own child runs probe -> plan -> sync (the same
+//! functions as the subcommands) and then hands the controller one `--tx` ssh worker per
+//! planned slot (the early controller, `engine::session::launch_early`; with
+//! `PYTEST_CLOUD_EARLY_CONTROLLER=0` it syncs first and then execs). Every argument that is not
 //! a `--cloud-*` option reaches pytest untouched, and pytest's exit code is the launcher's
-//! (signals and Ctrl-C go straight to pytest, because it *is* this process by then).
+//! (signals and Ctrl-C go straight to pytest, because it *is* this process).
 //!
 //! Output: pytest's own report. A short header (nodes, slots, dropped nodes and why) goes to
 //! stderr. With `--cloud-prepare` nothing is run: a `session` document (the xdist arguments

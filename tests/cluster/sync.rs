@@ -776,6 +776,22 @@ fn a_no_change_resync_skips_the_transfer_on_every_node_and_every_change_takes_th
         assert_eq!(on_node(&cluster, alias, &format!("cat {}/debug.log", base(&s.doc, alias))), "log\n");
     }
     resync(&mut last, "no change again", "skipped");
+    // pytest's cache, which every run rewrites, is no change: it travels with the one round
+    // trip into the run's tree, where the workers read it (--lf). (Its first appearance
+    // changes the root directory, which is a change.)
+    write(&root.join(".pytest_cache/v/cache/nodeids"), "[]");
+    resync(&mut last, "a new .pytest_cache directory at the root", "rsync");
+    for content in ["{\"tests/test_a.py::test_x\": true}", "{}"] {
+        write(&root.join(".pytest_cache/v/cache/lastfailed"), content);
+        let s = sync(&last, &args);
+        assert_eq!(transfers(&s.doc), vec!["skipped"; 4], "{}\n{}", s.stderr, s.stdout);
+        for alias in nodes {
+            let tree = node(&s.doc, alias)["remote_dir"].as_str().unwrap().to_string();
+            assert_eq!(on_node(&cluster, alias, &format!("cat {tree}/.pytest_cache/v/cache/lastfailed")), content, "{alias}");
+        }
+        release(&s.stdout);
+        last = s.stdout.clone();
+    }
     // A sync with other options (an extra --exclude) is another tree.
     let other = sync(&last, &["--rsync-bandwidth-limit", "0", "--exclude", "nothing-matches"]);
     assert_eq!(transfers(&other.doc), vec!["rsync"; 4], "{}", other.stderr);

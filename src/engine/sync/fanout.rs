@@ -185,7 +185,7 @@ pub(super) fn preflight_and_transfer(
             Fanout::start_with(key, needed)?
         }
     };
-    let manifest = super::fast::manifest(local, &fanout.key.rules, &fanout.key.rsync_options);
+    let manifest = super::fast::manifest(local, &fanout.key.rules, &fanout.key.rsync_options).map(std::sync::Arc::new);
     for r in runs.iter_mut() {
         r.manifest = manifest.clone();
     }

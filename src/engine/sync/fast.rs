@@ -31,7 +31,7 @@ pub const TRANSFER_SKIPPED: &str = "skipped";
 /// The manifest digest of this sync's transfer, or None (no fast path) when the tree cannot be
 /// read. `rsync_options` are rsync's as the fan-out runs it; those that do not change what
 /// arrives (bandwidth, progress, the filter file's and ssh's paths, the timeout) are left out.
-pub(super) fn manifest(local: &Local, rules: &[String], rsync_options: &[String]) -> Option<String> {
+pub(super) fn manifest(local: &Local, rules: &[String], rsync_options: &[String]) -> Option<crate::manifest::Manifest> {
     let root = local.root.display().to_string();
     let mut context: Vec<&str> = vec![&local.hostname, &root];
     let mut skip_next = false;
@@ -48,7 +48,7 @@ pub(super) fn manifest(local: &Local, rules: &[String], rsync_options: &[String]
             context.push(o);
         }
     }
-    crate::manifest::digest(&local.root, rules, &context)
+    crate::manifest::manifest(&local.root, rules, &context, true)
 }
 
 /// What the node's stamp holds after a complete sync of this tree, for this node.
@@ -82,7 +82,7 @@ pub(super) fn preflight_prelude(r: &mut NodeRun, local: &Local) -> String {
         r.stamp_digest = None;
         return String::new();
     }
-    r.stamp_digest = r.manifest.as_deref().and_then(|m| node_digest(m, r, local));
+    r.stamp_digest = r.manifest.as_ref().and_then(|m| node_digest(&m.digest, r, local));
     let Some(digest) = &r.stamp_digest else { return String::new() };
     let (pth, python) = venv_paths(local);
     let entries = pth_lines(&pth, &local.editable).join("\n");
@@ -97,7 +97,28 @@ pub(super) fn preflight_prelude(r: &mut NodeRun, local: &Local) -> String {
         ("fast_host", &local.hostname),
         ("fast_boot", &boot),
     ];
-    vars.iter().map(|(k, v)| format!("{k}={}\n", shell_words::quote(v))).collect()
+    let mut prelude: String = vars.iter().map(|(k, v)| format!("{k}={}\n", shell_words::quote(v))).collect();
+    prelude.push_str(&cache_code(r.manifest.as_ref().and_then(|m| m.cache.as_deref())));
+    prelude
+}
+
+/// `fast_cache TREE`: TREE gets the controller's pytest cache (a run rewrites it every time, so
+/// it is carried here rather than compared): the copy made from the base goes, the entries are
+/// written. None: the tree keeps what it has (the filters exclude the cache).
+fn cache_code(cache: Option<&[crate::manifest::CacheEntry]>) -> String {
+    use crate::manifest::{CacheEntry, PYTEST_CACHE};
+    let q = |s: &str| shell_words::quote(s).into_owned();
+    let mut body = String::new();
+    if let Some(entries) = cache {
+        body.push_str(&format!("    rm -rf -- \"$1\"/{} || return 1\n", q(PYTEST_CACHE)));
+        for e in entries {
+            match e {
+                CacheEntry::Dir(rel) => body.push_str(&format!("    mkdir -p -- \"$1\"/{} || return 1\n", q(rel))),
+                CacheEntry::File(rel, text) => body.push_str(&format!("    printf '%s' {} >\"$1\"/{} || return 1\n", q(text), q(rel))),
+            }
+        }
+    }
+    format!("fast_cache() {{\n{body}    return 0\n}}\n")
 }
 
 /// `finish`'s prelude: the digest its stamp gets. Only after an rsync that exited 0: after a

@@ -20,6 +20,9 @@
 //!    bin/python*, relocatable scripts), the editable `.pth` written, the synced interpreter
 //!    checked, the lock released.
 //!
+//! A no-change re-sync skips steps 2 and 3: step 1 itself finds that the node's base holds
+//! exactly this tree and makes the run's tree there (`fast`, share/doc/sync.md).
+//!
 //! Where the time of a sync goes, and why it is done this way: share/doc/performance.md.
 
 mod build;

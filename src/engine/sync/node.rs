@@ -49,7 +49,7 @@ pub(super) struct NodeRun {
     pub(super) build: Option<super::build::NodeBuild>,
     /// The fast path (super::fast): this sync's manifest digest, the digest the node's stamp
     /// gets after a complete sync, and how the tree got there (rsync, or skipped).
-    pub(super) manifest: Option<String>,
+    pub(super) manifest: Option<std::sync::Arc<crate::manifest::Manifest>>,
     pub(super) stamp_digest: Option<String>,
     pub(super) transfer: &'static str,
     pub(super) transfer_reason: Option<String>,

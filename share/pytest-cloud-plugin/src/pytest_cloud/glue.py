@@ -37,6 +37,10 @@ It is loaded in one of two ways, both on the controller only:
   controller's environment to ssh workers, so workers never load it;
 - by the ``pytest_cloud.plugin`` pytest plugin, which calls :func:`activate`.
 
+Under the launcher's early controller, pytest starts while the nodes are synced and this
+module waits, in a ``pytest_cmdline_main`` wrapper, for the workers handed over on the socket
+named by ``PYTEST_CLOUD_HANDOVER`` (a hook, not a patch: share/doc/performance.md).
+
 Without ``PYTEST_CLOUD_ROOTDIR`` and on workers it does nothing.
 Tested with pytest-xdist 3.6.1, 3.7.0 and 3.8.0 (pytest 8.4 and 9.2); other
 xdist versions are refused with a UsageError, because the patched functions
