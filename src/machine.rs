@@ -91,6 +91,13 @@ pub fn interrupt(pid: u32) {
     }
 }
 
+/// Sends SIGTERM to `pid` (best effort): a GNU parallel that was given no job.
+pub fn terminate(pid: u32) {
+    if let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+    }
+}
+
 /// Makes a FIFO at `path` readable and writable by this user only.
 pub fn mkfifo(path: &Path) -> std::io::Result<()> {
     rustix::fs::mkfifoat(rustix::fs::CWD, path, rustix::fs::Mode::from_raw_mode(0o600)).map_err(std::io::Error::from)

@@ -120,8 +120,8 @@ pub fn start(cmd: Cmd, input: Option<std::io::PipeReader>) -> Result<Running> {
 }
 
 fn terminate(pids: &[u32]) {
-    for pid in pids {
-        let _ = Cmd::new(["kill", "-TERM", &pid.to_string()]).deadline(Duration::from_secs(2)).output();
+    for &pid in pids {
+        crate::machine::terminate(pid);
     }
 }
 
