@@ -150,8 +150,10 @@ fn two_trees_with_one_project_name_run_at_once_and_a_dead_runs_tree_is_reaped() 
         assert_eq!(on_node(&c, &alias), (vec![".pytest-cloud-runs".to_string()], true), "{alias}: only the shared base is left");
     }
 
-    // A run killed outright (launcher and its lease keeper: one process group) leaves its
-    // tree; the next run on these nodes removes it.
+    // A run killed outright leaves its tree; the next run on these nodes removes it. Outright:
+    // pytest (the launcher's pid and process group) and the launcher's own child that keeps the
+    // leases, which has a process group of its own (the early controller; without it, the
+    // lease keeper was in the launcher's group).
     std::fs::remove_file(&go).unwrap();
     let tag2 = format!("{tag}-dead");
     let a2 = tree_a(&tag2);
@@ -160,8 +162,11 @@ fn two_trees_with_one_project_name_run_at_once_and_a_dead_runs_tree_is_reaped() 
     cmd.process_group(0);
     let mut dead = cmd.spawn().unwrap();
     wait_for("the doomed run's tests running on both nodes", || markers(&tag2, "node1") > 0 && markers(&tag2, "node2") > 0);
-    let killed = Command::new("kill").args(["-KILL", "--", &format!("-{}", dead.id())]).status().unwrap();
-    assert!(killed.success());
+    let children = Command::new("ps").args(["-o", "pgid=", "--ppid", &dead.id().to_string()]).output().unwrap();
+    let mut groups: Vec<String> = String::from_utf8_lossy(&children.stdout).split_whitespace().map(|g| format!("-{g}")).collect();
+    groups.push(format!("-{}", dead.id()));
+    let killed = Command::new("kill").arg("-KILL").arg("--").args(&groups).status().unwrap();
+    assert!(killed.success(), "{groups:?}");
     let _ = dead.wait();
     // Its workers on the nodes may outlive it a moment; let them end.
     write(Path::new(&format!("/tmp/{tag2}-go")), "");
