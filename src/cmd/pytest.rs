@@ -207,6 +207,13 @@ fn prepare_for_pytest(opts: &session::CloudOptions, pytest_args: &[String], pid:
             crate::cmd::release::keep_and_release(&session.sync, Some(pid), opts.quiet)
         }
         Err(e) => {
+            // A Ctrl-C reaches our local helpers too (a python asked about the venv, killed by
+            // it): whatever step it cut short, the run was interrupted.
+            let e = if crate::interrupt::requested() && e.exit != crate::error::Exit::Interrupted {
+                Error::new(crate::error::Exit::Interrupted, format!("interrupted ({})", crate::error::one_line(&e.message)))
+            } else {
+                e
+            };
             // Said before the hand-over, so the message is out before pytest exits with its code.
             if !gone.load(Ordering::SeqCst) {
                 eprintln!("pytest-cloud: error: {}", e.message);
