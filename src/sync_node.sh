@@ -21,6 +21,9 @@
 #       with every ENTRY on sys.path, write the stamp, release the lock.
 #   release DIR LOCK HOLDER
 #       remove LOCK if HOLDER holds it (lock=released), else say lock=absent or lock=other.
+#   beat DIR LOCK HOLDER
+#       touch LOCK (its mtime is the heartbeat) if HOLDER holds it (lock=renewed|lost). A held
+#       lock is stale once older than the ttl_min its holder line names (else STALE_MIN).
 #
 # Nothing is left locked when the controller goes away mid-step (its ssh killed, the
 # connection lost): SIGPIPE is ignored, so a write to the closed stdout fails instead of
@@ -375,8 +378,12 @@ preflight)
             end
         fi
         echo "lock=held"
-        echo "lock_holder=$(head -n 1 "$lock/holder" 2>/dev/null)"
-        [ -n "$(find "$lock" -prune -mmin +"$stale" 2>/dev/null)" ] && echo "lock_stale=1"
+        h=$(head -n 1 "$lock/holder" 2>/dev/null)
+        echo "lock_holder=$h"
+        # A holder that renews its lock (beat) names ttl_min: stale once not renewed for that
+        # long, by this node's clock; one that does not, STALE_MIN after it was made.
+        ttl=$(printf '%s\n' "$h" | tr ' ' '\n' | sed -n 's/^ttl_min=\([0-9][0-9]*\)$/\1/p')
+        [ -n "$(find "$lock" -prune -mmin +"${ttl:-$stale}" 2>/dev/null)" ] && echo "lock_stale=1"
         end
     fi
     [ -n "$runs" ] && runs_list "$runs"
@@ -505,6 +512,11 @@ renew)
     ;;
 drop)
     run_drop "$1" "$2" "$3"
+    end
+    ;;
+beat)
+    # The heartbeat of a held lock: its mtime (src/engine/sync/beat.rs).
+    if [ "$(cat "$lock/holder" 2>/dev/null)" = "$holder" ] && touch -c -- "$lock"; then echo "lock=renewed"; else echo "lock=lost"; fi
     end
     ;;
 release)

@@ -261,18 +261,37 @@ pub fn renewing<T>(config: &Path, held: &[Held], quiet: bool, f: impl FnOnce() -
     (out, answered.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Releases every tree: nodes that answered their last renewal get `deadline`, the others a
-/// few seconds (a node that is gone cannot be cleaned now; a later run reaps its tree).
+/// How long the release of a node that may be lost is given.
+pub const LOST_NODE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Releases every tree: nodes that answered their last renewal get `deadline`, the others
+/// [`LOST_NODE_DEADLINE`] (a node that is gone cannot be cleaned now; a later run reaps its
+/// tree). A node whose shared ssh connection is gone (`ssh -O check`) counts as not
+/// answering though it answered the last renewal: it was lost since (a node killed mid-run),
+/// and its failure says so.
 pub fn drop_answered(config: &Path, held: &[Held], answered: &[bool], deadline: Duration) -> Vec<NodeAnswer> {
-    let (live, dead): (Vec<usize>, Vec<usize>) = (0..held.len()).partition(|&i| answered.get(i).copied().unwrap_or(true));
+    let gone: Vec<Option<String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = held
+            .iter()
+            .enumerate()
+            .map(|(i, h)| s.spawn(move || if answered.get(i).copied().unwrap_or(true) { crate::ssh::master_gone(config, &h.dest) } else { None }))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or(None)).collect()
+    });
+    let (live, dead): (Vec<usize>, Vec<usize>) = (0..held.len()).partition(|&i| answered.get(i).copied().unwrap_or(true) && gone[i].is_none());
     let pick = |ix: &[usize]| ix.iter().map(|&i| held[i].clone()).collect::<Vec<_>>();
     let mut out = vec![NodeAnswer::Done; held.len()];
     std::thread::scope(|s| {
         let a = s.spawn(|| drop_all(config, &pick(&live), deadline));
-        let b = s.spawn(|| drop_all(config, &pick(&dead), Duration::from_secs(3)));
+        let b = s.spawn(|| drop_all(config, &pick(&dead), LOST_NODE_DEADLINE));
         for (ix, answers) in [(&live, a.join()), (&dead, b.join())] {
             for (&i, ans) in ix.iter().zip(answers.unwrap_or_default()) {
-                out[i] = ans;
+                out[i] = match (ans, &gone[i]) {
+                    (NodeAnswer::Failed(why), Some(g)) => {
+                        NodeAnswer::Failed(format!("its shared ssh connection was gone ({g}), so it was given {} s: {why}", LOST_NODE_DEADLINE.as_secs()))
+                    }
+                    (a, _) => a,
+                };
             }
         }
     });

@@ -219,6 +219,17 @@ fn node_lost_mid_run(fault: &str, revive: Option<&str>) {
     assert!(section.contains("node2: lost at ") && section.contains("workers node2-0, node2-1 down"), "{all}");
     assert!(section.contains("moved: tests/test_long.py::test_long[") && section.contains("passed on node1"), "the moved tests and where they passed:\n{all}");
     assert!(!section.contains("node1: lost"), "{all}");
+    // The run trees' keeper gives a node whose shared connection is gone the short deadline
+    // (it answered its last renewal, but was lost since), and says so; a killed node cannot
+    // answer at all, so its line is always there.
+    let release: Vec<&str> = all.lines().filter(|l| l.contains("pytest-cloud: release: node2:")).collect();
+    if fault == "kill" {
+        assert!(!release.is_empty(), "the killed node's run tree cannot be removed, and that is said:\n{all}");
+    }
+    for l in &release {
+        assert!(l.contains("its shared ssh connection was gone") && l.contains("so it was given 3 s"), "not the full deadline: {l}\n{all}");
+    }
+    assert!(!all.lines().any(|l| l.contains("pytest-cloud: release: node1:")), "{all}");
     wait_nothing_left(&users);
 }
 

@@ -815,3 +815,74 @@ fn a_no_change_resync_skips_the_transfer_on_every_node_and_every_change_takes_th
     assert_eq!(transfers(&s.doc), vec!["rsync"; 4], "{}", s.stderr);
     release(&s.stdout);
 }
+
+fn mtime(p: &str) -> std::time::SystemTime {
+    std::fs::metadata(p).and_then(|m| m.modified()).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// Issue 17, fault matrix "lock left" (kill/freeze/unplug at rsync): a sync renews the lock
+/// it holds (its mtime) while rsync runs, so a live slow sync's lock never looks stale; a node
+/// frozen mid-rsync is dropped without a new connection for the release (its shared one is
+/// gone), and the lock left there is taken over by a run from another machine once it has not
+/// been renewed for its ttl_min, not after the old hour.
+#[test]
+fn a_syncs_lock_is_renewed_while_rsync_runs_and_one_left_on_a_lost_node_goes_stale_within_its_ttl() {
+    let cluster = Cluster::up(1);
+    let project = Project::new(false);
+    // Incompressible bytes, so that rsync at 50 KiB/s runs well past a renewal.
+    let mut big = vec![0u8; 4 << 20];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut big)).unwrap();
+    std::fs::write(project.root().join("big.bin"), &big).unwrap();
+    let plan = plan(&cluster, &project, "node1", "pc_lock_beat");
+    let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
+    let lock = format!("{dir}.pytest-cloud-lock");
+    let mut child = Command::new(bin())
+        .args(["sync", "--rsync-bandwidth-limit", "50"])
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rsync_processes_for(&dir).is_empty() {
+        assert!(Instant::now() < deadline, "rsync never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let holder = std::fs::read_to_string(format!("{lock}/holder")).unwrap();
+    assert!(holder.contains(" ttl_min="), "the holder line says how long the lock lasts unrenewed: {holder}");
+    let made = mtime(&lock);
+    // The heartbeat: the lock's mtime moves on while rsync still runs.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while mtime(&lock) == made {
+        assert!(Instant::now() < deadline, "the lock was never renewed while rsync ran");
+        assert!(!rsync_processes_for(&dir).is_empty(), "rsync ended before a renewal; make the transfer slower");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(std::fs::read_to_string(format!("{lock}/holder")).unwrap(), holder, "still ours");
+    cluster.freeze("node1");
+    let out = child.wait_with_output().unwrap();
+    cluster.thaw("node1");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "the only node was dropped: {stderr}");
+    assert!(
+        stderr.contains("could not be released (the node's shared ssh connection is gone"),
+        "no new connection (and its connect timeout) for the release of a node whose connection is gone: {stderr}"
+    );
+    assert!(Path::new(&lock).exists(), "the frozen node kept the lock");
+    // A run on another machine left it: the same holder line with another host (written in
+    // place: the lock directory's mtime, its last renewal, stays as it was).
+    let elsewhere: String = holder.split(' ').map(|w| if w.starts_with("host=") { "host=another-machine".to_string() } else { w.to_string() }).collect::<Vec<_>>().join(" ");
+    let renewed = mtime(&lock);
+    std::fs::write(format!("{lock}/holder"), &elsewhere).unwrap();
+    assert_eq!(mtime(&lock), renewed);
+    // Far less than the old hour; more than the ttl (2 min) plus find's rounding.
+    let s = sync(&plan, &["--rsync-bandwidth-limit", "0", "--lock-wait", "240"]);
+    assert!(s.stderr.contains("waiting for the lock"), "another machine's lock is not taken over at once: {}", s.stderr);
+    assert_eq!(s.code, 0, "the unrenewed lock was taken over: {}", s.stderr);
+    assert!(!Path::new(&lock).exists(), "and given back");
+}

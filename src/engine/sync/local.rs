@@ -26,6 +26,8 @@ pub(super) struct Local {
     pub(super) lease: String,
     /// What nodes that build their own env install, read when the first one needs it.
     pub(super) env_spec: std::sync::OnceLock<std::result::Result<super::build::EnvSpec, String>>,
+    /// The node locks this run holds now, which the heartbeat renews (src/engine/sync/beat.rs).
+    pub(super) held: super::beat::Held,
 }
 
 pub(super) struct LocalVenv {
@@ -156,17 +158,19 @@ pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&S
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let run_id = lease::new_run_id();
     // The lock's holder line: unique to this run (its run id), and naming host, boot and pid
-    // for the one "holder is gone" rule (crate::machine::holder_gone_here).
+    // for the one "holder is gone" rule (crate::machine::holder_gone_here), and how long the
+    // lock lasts without its heartbeat (src/engine/sync/beat.rs).
     let holder = no_controls(&format!(
-        "pytest-cloud run={run_id} host={hostname} boot={} pid={} user={} started_unix={started} source={}",
+        "pytest-cloud run={run_id} host={hostname} boot={} pid={} ttl_min={} user={} started_unix={started} source={}",
         crate::machine::boot_id(),
         std::process::id(),
+        super::beat::LOCK_TTL_MIN,
         project::local_user(),
         root.display()
     ));
     let lease = lease::lease_line(&run_id, &hostname, opts.lease_pid, opts.lease_ttl_min, &project::local_user(), &root);
     let pinned_python = plan.options.python_pinned.then(|| plan.options.python.clone());
-    Ok(Local { root, pinned_python, venv: venv.map(|v| v.0), editable, holder, hostname, run_id, lease, env_spec: std::sync::OnceLock::new() })
+    Ok(Local { root, pinned_python, venv: venv.map(|v| v.0), editable, holder, hostname, run_id, lease, env_spec: std::sync::OnceLock::new(), held: Default::default() })
 }
 
 pub(super) fn no_controls(s: &str) -> String {

@@ -25,6 +25,7 @@
 //!
 //! Where the time of a sync goes, and why it is done this way: share/doc/performance.md.
 
+mod beat;
 mod build;
 mod fanout;
 mod fast;
@@ -64,7 +65,8 @@ pub struct SyncOptions {
     pub develop_eggs: Vec<PathBuf>,
     /// How long to wait for another run's lock on a node.
     pub lock_wait: Duration,
-    /// A lock older than this is taken over (its run is assumed dead).
+    /// A lock older than this is taken over where its holder line names no `ttl_min` (a holder
+    /// without the heartbeat, src/engine/sync/beat.rs).
     pub lock_stale: Duration,
     /// Ask rsync for progress updates (read while it runs).
     pub live_progress: bool,
@@ -166,24 +168,27 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
     // is lost anyway, and its lock is then taken over by the stale rule.
     let release_deadline = Duration::from_secs(plan.inventory.ssh.connect_timeout_s + 10);
 
-    if let Err(e) = preflight_and_transfer(&mut runs, &pool, &config, &local, opts, ssh_deadline, progress, fanout) {
-        // The pre-flights may have taken locks: give them back before saying why we stop.
-        let _ = interrupted(&pool, &mut runs, &config, &local, release_deadline, opts.lock_stale);
-        return Err(e);
-    }
-    if interrupt::requested() {
-        return Err(interrupted(&pool, &mut runs, &config, &local, release_deadline, opts.lock_stale));
-    }
-
-    pool.install(|| {
-        use rayon::prelude::*;
-        runs.par_iter_mut().filter(|r| r.locked).for_each(|r| finish(r, &config, &local, ssh_deadline * 2));
-    });
-    // Nodes whose pre-flight or finish was cut short after the node may have taken the lock.
-    release_left(&pool, &mut runs, &config, &local, release_deadline);
+    // From the pre-flights to the last release, the locks held are renewed (beat.rs).
+    beat::beating(&config, &local, release_deadline, || -> Result<()> {
+        if let Err(e) = preflight_and_transfer(&mut runs, &pool, &config, &local, opts, ssh_deadline, progress, fanout) {
+            // The pre-flights may have taken locks: give them back before saying why we stop.
+            let _ = interrupted(&pool, &mut runs, &config, &local, release_deadline);
+            return Err(e);
+        }
+        if interrupt::requested() {
+            return Err(interrupted(&pool, &mut runs, &config, &local, release_deadline));
+        }
+        pool.install(|| {
+            use rayon::prelude::*;
+            runs.par_iter_mut().filter(|r| r.locked).for_each(|r| finish(r, &config, &local, ssh_deadline * 2));
+        });
+        // Nodes whose pre-flight or finish was cut short after the node may have taken the lock.
+        release_left(&pool, &mut runs, &config, &local, release_deadline);
+        Ok(())
+    })?;
     for r in runs.iter_mut() {
         if let (Some(why), Some(d)) = (r.release_failed.clone(), r.dropped.as_mut()) {
-            d.message = format!("{}; {}", d.message, left_locked(&r.lock, &why, opts.lock_stale));
+            d.message = format!("{}; {}", d.message, left_locked(&r.lock, &why));
         }
     }
 

@@ -68,6 +68,15 @@ impl NodeRun {
 /// or not the pre-flight's answer said we took it. On an answer to its end the lock is not
 /// ours any more (released, absent, or another run's); otherwise `release_failed` says why.
 pub(super) fn release_lock(r: &mut NodeRun, config: &Path, local: &Local, deadline: Duration) {
+    // Given back or given up: either way no longer renewed from here.
+    local.held.remove(&r.dest);
+    if let Some(gone) = connection_lost(r, config) {
+        // A new connection to a node that just went silent waits a whole ConnectTimeout for
+        // nothing; the lock left there goes stale once its heartbeat stops (beat.rs).
+        r.may_hold = true;
+        r.release_failed = Some(format!("the node's shared ssh connection is gone ({gone}), so no new connection was tried"));
+        return;
+    }
     let failed = match remote::sync_script(config, &r.dest, "", "release", &[&r.planned.remote_dir, &r.lock, &local.holder], deadline) {
         Err(e) => Some(e.message),
         Ok(reply) => match reply.failure("sync_node_end") {
@@ -79,6 +88,23 @@ pub(super) fn release_lock(r: &mut NodeRun, config: &Path, local: &Local, deadli
     r.release_failed = failed;
 }
 
+/// Why the node is out of reach, when it was dropped for a timeout or a lost connection and
+/// its shared ssh connection is gone too (`ssh -O check`); None when a release is worth trying
+/// (no shared connection to ask, or the node was dropped for another reason).
+fn connection_lost(r: &NodeRun, config: &Path) -> Option<String> {
+    let d = r.dropped.as_ref()?;
+    let lost = match d.error_kind {
+        ErrorKind::Timeout | ErrorKind::Refused | ErrorKind::Unreachable | ErrorKind::Ssh => true,
+        // rsync's ssh died (status 255, or a signal).
+        ErrorKind::SyncFailed => d.message.contains("status 255"),
+        _ => false,
+    };
+    if !lost {
+        return None;
+    }
+    crate::ssh::master_gone(config, &r.dest)
+}
+
 /// Releases every lock this run may hold, all nodes at once.
 pub(super) fn release_left(pool: &rayon::ThreadPool, runs: &mut [NodeRun], config: &Path, local: &Local, deadline: Duration) {
     pool.install(|| {
@@ -88,25 +114,24 @@ pub(super) fn release_left(pool: &rayon::ThreadPool, runs: &mut [NodeRun], confi
 }
 
 /// What a lock left behind after a failed release means for the user.
-pub(super) fn left_locked(lock: &str, why: &str, lock_stale: Duration) -> String {
+pub(super) fn left_locked(lock: &str, why: &str) -> String {
     format!(
-        "its lock {} could not be released ({why}); another run takes it over when it is {} min old, \
-         a run from this machine at once once this process is gone; or remove it on the node",
-        lock,
-        (lock_stale.as_secs() / 60).max(1)
+        "its lock {lock} could not be released ({why}); another run takes it over once it has not been renewed \
+         for {} min, a run from this machine at once once this process is gone; or remove it on the node",
+        super::beat::LOCK_TTL_MIN
     )
 }
 
 /// Releases every lock we may hold (also on nodes whose pre-flight was cut short), then
 /// reports the interrupt, saying per node what was and was not released.
-pub(super) fn interrupted(pool: &rayon::ThreadPool, runs: &mut [NodeRun], config: &Path, local: &Local, deadline: Duration, lock_stale: Duration) -> Error {
+pub(super) fn interrupted(pool: &rayon::ThreadPool, runs: &mut [NodeRun], config: &Path, local: &Local, deadline: Duration) -> Error {
     let tried: Vec<bool> = runs.iter().map(|r| r.may_hold).collect();
     release_left(pool, runs, config, local, deadline);
     let released: Vec<String> = runs.iter().zip(&tried).filter(|(r, t)| **t && !r.may_hold).map(|(r, _)| r.planned.node.key()).collect();
     let kept: Vec<String> = runs
         .iter()
         .filter(|r| r.may_hold)
-        .map(|r| format!("{}: {}", r.planned.node, left_locked(&r.lock, r.release_failed.as_deref().unwrap_or("no answer"), lock_stale)))
+        .map(|r| format!("{}: {}", r.planned.node, left_locked(&r.lock, r.release_failed.as_deref().unwrap_or("no answer"))))
         .collect();
     let mut msg = String::from("interrupted; ");
     msg.push_str(&match (released.is_empty(), kept.is_empty()) {
@@ -267,6 +292,7 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
         }
         match reply.get("lock") {
             Some("acquired") => {
+                local.held.add(&r.dest, &r.planned.remote_dir, &r.lock);
                 r.locked = true;
                 r.clean_before = reply.get("clean") == Some("1");
                 r.run_entries = lease::parse_entries(&reply.kv);
@@ -292,11 +318,12 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
                         ErrorKind::Locked,
                         format!(
                             "{} is locked by another run ({}); waited {} s. If that run is gone, remove {} on the node \
-                             (a lock older than {} min is taken over)",
+                             (a lock is taken over once not renewed for {} min, or {} min where its holder line names no ttl_min)",
                             r.planned.remote_dir,
                             describe_holder(&holder),
                             wait_start.elapsed().as_secs(),
                             r.lock,
+                            super::beat::LOCK_TTL_MIN,
                             opts.lock_stale.as_secs() / 60
                         ),
                     );
@@ -397,6 +424,7 @@ pub(super) fn finish(r: &mut NodeRun, config: &Path, local: &Local, deadline: Du
     }
     // The script gives the lock back on every path it runs to its end.
     r.may_hold = false;
+    local.held.remove(&r.dest);
     r.run_dir = reply.get("run_dir").map(String::from);
     if let Some(e) = reply.get("error") {
         let detail: Vec<&str> = reply.kv.iter().filter(|(k, _)| k == "rebase_error").map(|(_, v)| v.as_str()).collect();
@@ -501,6 +529,55 @@ mod tests {
         node_script_unread("rebase_venv() { return 0; }", &["finish", &dir_s, &lock, holder, "", "", "yes", &runs, "", "", "0", "listed", "0"]);
         assert!(dir.join(".pytest-cloud-synced").exists(), "finish ran to its end");
         assert!(!Path::new(&lock).exists(), "finish released the lock though its stdout was gone");
+    }
+
+    /// Runs the node script here in MODE (no prelude) and returns its stdout.
+    fn node_script(words: &[&str]) -> String {
+        let out = crate::proc::Cmd::new(["sh", "-s", "--"].into_iter().chain(words.iter().copied()).map(String::from).collect::<Vec<_>>())
+            .stdin(remote::SYNC_SCRIPT.to_string())
+            .deadline(Duration::from_secs(30))
+            .output()
+            .unwrap();
+        out.stdout_str().to_string()
+    }
+
+    fn lock_aged(lock: &Path, holder: &str, age: Duration) {
+        let _ = std::fs::remove_dir_all(lock);
+        std::fs::create_dir(lock).unwrap();
+        std::fs::write(lock.join("holder"), format!("{holder}\n")).unwrap();
+        std::fs::File::open(lock).unwrap().set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    #[test]
+    fn a_lock_whose_holder_stopped_renewing_it_goes_stale_after_its_ttl_and_the_beat_renews_only_ours() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("base");
+        let lock = t.path().join("base.pytest-cloud-lock");
+        let (dir_s, lock_s) = (dir.display().to_string(), lock.display().to_string());
+        let other = "pytest-cloud run=r9 host=elsewhere boot=b pid=1 ttl_min=2 user=u";
+        let preflight = |me: &str| node_script(&["preflight", &dir_s, &lock_s, me, "60", "", "", "", "marker text", ""]);
+        let me = "pytest-cloud run=r1 host=here boot=b pid=1 ttl_min=2 user=u";
+        // Not renewed for 3 minutes, 2 allowed: stale.
+        lock_aged(&lock, other, Duration::from_secs(180));
+        let out = preflight(me);
+        assert!(out.contains("lock=held") && out.contains("lock_stale=1"), "{out}");
+        // Renewed a moment ago: held, not stale, however long ago it was made.
+        lock_aged(&lock, other, Duration::from_secs(30));
+        let out = preflight(me);
+        assert!(out.contains("lock=held") && !out.contains("lock_stale"), "{out}");
+        // A holder line without ttl_min (a pytest-cloud without the heartbeat): STALE_MIN decides.
+        lock_aged(&lock, "pytest-cloud host=elsewhere pid=1 user=u", Duration::from_secs(180));
+        let out = preflight(me);
+        assert!(out.contains("lock=held") && !out.contains("lock_stale"), "{out}");
+        // The beat touches only its own lock.
+        lock_aged(&lock, other, Duration::from_secs(180));
+        assert!(node_script(&["beat", &dir_s, &lock_s, me]).contains("lock=lost"));
+        assert!(preflight(me).contains("lock_stale=1"), "another's lock is not renewed by our beat");
+        lock_aged(&lock, me, Duration::from_secs(180));
+        let out = node_script(&["beat", &dir_s, &lock_s, me]);
+        assert!(out.contains("lock=renewed") && out.contains("sync_node_end=1"), "{out}");
+        let out = preflight(other);
+        assert!(out.contains("lock=held") && !out.contains("lock_stale"), "renewed: {out}");
     }
 
     #[test]
