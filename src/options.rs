@@ -20,7 +20,8 @@ pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 5;
 pub const DEFAULT_CONTROL_PERSIST_S: u64 = 300;
 /// How long sync waits for another run's lock on a node's directory.
 pub const DEFAULT_LOCK_WAIT_S: u64 = 60;
-/// A lock older than this is taken over (its run is assumed dead).
+/// A node lock older than this is taken over where its holder line names no `ttl_min` (a
+/// pytest-cloud without the lock heartbeat, src/engine/sync/beat.rs).
 pub const DEFAULT_LOCK_STALE_S: u64 = 3600;
 /// Bytes of each exec job's stdout and stderr kept in its record.
 pub const DEFAULT_TAIL_BYTES: u64 = 4096;
