@@ -292,13 +292,16 @@ pub(super) fn preflight(r: &mut NodeRun, config: &Path, local: &Local, opts: &Sy
         }
         match reply.get("lock") {
             Some("acquired") => {
-                local.held.add(&r.dest, &r.planned.remote_dir, &r.lock);
                 r.locked = true;
                 r.clean_before = reply.get("clean") == Some("1");
                 r.run_entries = lease::parse_entries(&reply.kv);
                 r.rebased_before = reply.get("rebased").map(String::from);
                 super::build::read_preflight(r, &reply);
-                super::fast::took_fast_path(r, &reply, local, config, deadline);
+                // The fast path gave the lock back in this very round trip; else it is renewed
+                // until finish or a release gives it back (beat.rs).
+                if !super::fast::took_fast_path(r, &reply, local, config, deadline) {
+                    local.held.add(&r.dest, &r.planned.remote_dir, &r.lock);
+                }
                 return;
             }
             Some("held") => {
