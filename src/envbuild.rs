@@ -511,17 +511,8 @@ mod tests {
 
     fn facts(pythons: &[(&str, &str, &str)]) -> Facts {
         Facts {
-            os: "Linux".into(),
-            arch: "x86_64".into(),
-            hostname: "h".into(),
-            user: "u".into(),
-            home: "/home/u".into(),
-            cpus: 2,
-            mem_total_bytes: 1,
-            mem_available_bytes: 1,
-            rsync_version: Some("3.2.7".into()),
-            uv: vec![],
             pythons: pythons.iter().map(|(n, p, v)| (n.to_string(), PythonInfo { path: p.to_string(), version: v.to_string(), abi: Some(abi()) })).collect::<BTreeMap<_, _>>(),
+            ..Facts::example()
         }
     }
 

@@ -388,20 +388,11 @@ mod tests {
 
     fn facts(pythons: &[(&str, &str, &str, Option<PythonAbi>)]) -> Facts {
         Facts {
-            os: "Linux".into(),
-            arch: "x86_64".into(),
-            hostname: "h".into(),
-            user: "u".into(),
-            home: "/home/u".into(),
-            cpus: 2,
-            mem_total_bytes: 1,
-            mem_available_bytes: 1,
-            rsync_version: Some("3.2.7".into()),
-            uv: vec![],
             pythons: pythons
                 .iter()
                 .map(|(n, p, v, a)| (n.to_string(), PythonInfo { path: p.to_string(), version: v.to_string(), abi: a.clone() }))
                 .collect::<BTreeMap<_, _>>(),
+            ..Facts::example()
         }
     }
 

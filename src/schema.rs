@@ -136,6 +136,27 @@ pub struct Facts {
     pub uv: Vec<UvInfo>,
 }
 
+#[cfg(test)]
+impl Facts {
+    /// A Linux x86_64 node (2 CPUs, rsync, no interpreter, no uv) for unit tests, which set
+    /// what they test with `Facts { cpus: 8, ..Facts::example() }`.
+    pub fn example() -> Facts {
+        Facts {
+            os: "Linux".into(),
+            arch: "x86_64".into(),
+            hostname: "h".into(),
+            user: "u".into(),
+            home: "/home/u".into(),
+            cpus: 2,
+            mem_total_bytes: 1,
+            mem_available_bytes: 1,
+            rsync_version: Some("3.2.7".into()),
+            pythons: BTreeMap::new(),
+            uv: vec![],
+        }
+    }
+}
+
 /// A uv binary on a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UvInfo {

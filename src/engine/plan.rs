@@ -161,17 +161,11 @@ mod tests {
 
     fn facts(cpus: u32, avail_mib: u64) -> Facts {
         Facts {
-            os: "Linux".into(),
-            arch: "x86_64".into(),
-            hostname: "h".into(),
-            user: "u".into(),
-            home: "/home/u".into(),
             cpus,
             mem_total_bytes: avail_mib << 21,
             mem_available_bytes: avail_mib << 20,
-            rsync_version: Some("3.2.7".into()),
-            uv: vec![],
             pythons: BTreeMap::from([("python3".into(), schema::PythonInfo { path: "/usr/bin/python3".into(), version: "3.11.2".into(), abi: None })]),
+            ..Facts::example()
         }
     }
 
