@@ -258,6 +258,27 @@ sample() {
 # Then, still in this round trip: the trees whose leases are stale and the orphans are reaped,
 # this run's tree and lease are made, the lock is released and the venv is checked in the
 # tree, as finish does after rsync.
+# venv_check TREE PYTHON PTH LINE...: the venv interpreter of the run tree TREE runs and has
+# every .pth LINE (relative to the .pth's own directory, site-packages) on sys.path; answers
+# venv=ok VERSION, or venv=failed with the last lines it said.
+venv_check() {
+    vc_tree=$1 vc_python=$2 vc_pth=$3
+    shift 3
+    if vc_out=$("$vc_tree/$vc_python" -c '
+import os, sys
+pth = sys.argv[1]
+want = [os.path.abspath(os.path.join(os.path.dirname(pth), l)) for l in sys.argv[2:]]
+missing = [p for p in want if p not in sys.path]
+if missing:
+    sys.exit("not on sys.path: " + " ".join(missing))
+print("%d.%d.%d" % sys.version_info[:3])' "$vc_tree/$vc_pth" "$@" 2>&1); then
+        echo "venv=ok $vc_out"
+    else
+        echo "venv=failed"
+        printf '%s\n' "$vc_out" | tail -n 5 | sed 's/^/venv_message=/'
+    fi
+}
+
 fast_path() {
     if [ "$(cat -- "$dir/$synced" 2>/dev/null)" != "$fast_digest" ]; then
         echo "fast=no"
@@ -309,19 +330,7 @@ fast_path() {
     set +f
     IFS=$f_ifs
     f_tree=$runs/$fast_run_id
-    if f_out=$("$f_tree/$fast_python" -c '
-import os, sys
-pth = sys.argv[1]
-want = [os.path.abspath(os.path.join(os.path.dirname(pth), l)) for l in sys.argv[2:]]
-missing = [p for p in want if p not in sys.path]
-if missing:
-    sys.exit("not on sys.path: " + " ".join(missing))
-print("%d.%d.%d" % sys.version_info[:3])' "$f_tree/$fast_pth" "$@" 2>&1); then
-        echo "venv=ok $f_out"
-    else
-        echo "venv=failed"
-        printf '%s\n' "$f_out" | tail -n 5 | sed 's/^/venv_message=/'
-    fi
+    venv_check "$f_tree" "$fast_python" "$fast_pth" "$@"
     return 0
 }
 
@@ -490,19 +499,7 @@ finish)
     if [ -n "$python" ]; then
         # The .pth lines are relative to its own directory (site-packages), so they hold in
         # any tree; checked where the run's workers will be.
-        if out=$("$tree/$python" -c '
-import os, sys
-pth = sys.argv[1]
-want = [os.path.abspath(os.path.join(os.path.dirname(pth), l)) for l in sys.argv[2:]]
-missing = [p for p in want if p not in sys.path]
-if missing:
-    sys.exit("not on sys.path: " + " ".join(missing))
-print("%d.%d.%d" % sys.version_info[:3])' "$tree/$pth" "$@" 2>&1); then
-            echo "venv=ok $out"
-        else
-            echo "venv=failed"
-            printf '%s\n' "$out" | tail -n 5 | sed 's/^/venv_message=/'
-        fi
+        venv_check "$tree" "$python" "$pth" "$@"
     fi
     end
     ;;
