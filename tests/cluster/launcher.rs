@@ -46,18 +46,22 @@ pub(crate) fn local(ex: &Example, args: &[&str]) -> Output {
     Command::new(ex.python()).args(["-m", "pytest", "-rA", "-p", "no:randomly"]).args(args).current_dir(ex.root()).output().unwrap()
 }
 
-fn cloud(ex: &Example, c: &Cluster, args: &[&str]) -> Output {
+/// The launcher on every node of C with ARGS, in the example's root.
+fn cloud_command(ex: &Example, c: &Cluster, args: &[&str]) -> Command {
     let nodes = c.aliases().join(" ");
-    Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
-        .arg("pytest")
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"));
+    cmd.arg("pytest")
         .arg(format!("--cloud-ssh-config={}", c.ssh_config().display()))
         .args(["--cloud-nodes", &nodes, "--cloud-mem-per-process", "100", "--cloud-rsync-bandwidth-limit", "0"])
         .args(["-rA", "-p", "no:randomly"])
         .args(args)
         .current_dir(ex.root())
-        .env_remove("VIRTUAL_ENV")
-        .output()
-        .unwrap()
+        .env_remove("VIRTUAL_ENV");
+    cmd
+}
+
+fn cloud(ex: &Example, c: &Cluster, args: &[&str]) -> Output {
+    cloud_command(ex, c, args).output().unwrap()
 }
 
 #[test]
@@ -543,18 +547,7 @@ fn a_node_with_two_connection_groups_opens_each_master_once() {
 
 /// The launcher with the early controller on (the default) or off (`PYTEST_CLOUD_EARLY_CONTROLLER=0`).
 fn cloud_early(ex: &Example, c: &Cluster, early: bool, args: &[&str]) -> Output {
-    let nodes = c.aliases().join(" ");
-    Command::new(assert_cmd::cargo::cargo_bin("pytest-cloud"))
-        .arg("pytest")
-        .arg(format!("--cloud-ssh-config={}", c.ssh_config().display()))
-        .args(["--cloud-nodes", &nodes, "--cloud-mem-per-process", "100", "--cloud-rsync-bandwidth-limit", "0"])
-        .args(["-rA", "-p", "no:randomly"])
-        .args(args)
-        .current_dir(ex.root())
-        .env_remove("VIRTUAL_ENV")
-        .env("PYTEST_CLOUD_EARLY_CONTROLLER", if early { "1" } else { "0" })
-        .output()
-        .unwrap()
+    cloud_command(ex, c, args).env("PYTEST_CLOUD_EARLY_CONTROLLER", if early { "1" } else { "0" }).output().unwrap()
 }
 
 /// Pids of local processes whose command line names `needle` (none may be left of a run).

@@ -519,18 +519,7 @@ fn a_lock_made_just_before_the_syncs_ssh_died_is_given_back() {
              echo \"pytest-cloud run=x$i host=elsewhere boot=b pid=1 ttl_min=600\" > {runs}/x$i.lease; i=$((i+1)); done"
         ),
     );
-    let mut child = Command::new(bin())
-        .args(["sync", "--rsync-bandwidth-limit", "0"])
-        .env_remove("VIRTUAL_ENV")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
-    }
+    let child = spawn_sync(&plan, "0", false);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !Path::new(&lock).exists() {
         assert!(Instant::now() < deadline, "the pre-flight never took the lock");
@@ -563,21 +552,26 @@ fn rsync_processes_for(dir: &str) -> Vec<String> {
     ps.lines().filter(|l| l.contains("rsync") && l.contains(dir)).map(str::to_string).collect()
 }
 
-/// Starts a slow sync, waits until rsync runs, interrupts it (`group`: the whole process
-/// group, as a terminal's Ctrl-C does; else the pid alone, as `kill -INT` does).
-fn interrupt_a_sync(plan: &str, dir: &str, group: bool) {
+/// `sync --rsync-bandwidth-limit KBPS` started on PLAN (stdin written and closed, stdout and
+/// stderr piped); `group`: in its own process group, as a terminal's job is.
+fn spawn_sync(plan: &str, kbps: &str, group: bool) -> std::process::Child {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(bin());
-    cmd.args(["sync", "--rsync-bandwidth-limit", "100"]).env_remove("VIRTUAL_ENV");
+    cmd.args(["sync", "--rsync-bandwidth-limit", kbps]).env_remove("VIRTUAL_ENV");
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     if group {
         cmd.process_group(0);
     }
     let mut child = cmd.spawn().unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
-    }
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
+    child
+}
+
+/// Starts a slow sync, waits until rsync runs, interrupts it (`group`: the whole process
+/// group, as a terminal's Ctrl-C does; else the pid alone, as `kill -INT` does).
+fn interrupt_a_sync(plan: &str, dir: &str, group: bool) {
+    let child = spawn_sync(plan, "100", group);
     let deadline = Instant::now() + Duration::from_secs(60);
     while rsync_processes_for(dir).is_empty() {
         assert!(Instant::now() < deadline, "rsync never started");
@@ -622,18 +616,7 @@ fn an_interrupt_says_which_locks_were_released_and_which_were_not() {
     let plan = plan(&cluster, &project, "node1 node2", "pc_interrupt_report");
     let doc: Value = serde_json::from_str(&plan).unwrap();
     let (dir1, dir2) = (remote_dir(&doc, "node1"), remote_dir(&doc, "node2"));
-    let mut child = Command::new(bin())
-        .args(["sync", "--rsync-bandwidth-limit", "100"])
-        .env_remove("VIRTUAL_ENV")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
-    }
+    let child = spawn_sync(&plan, "100", false);
     let deadline = Instant::now() + Duration::from_secs(60);
     while rsync_processes_for(&dir1).is_empty() || rsync_processes_for(&dir2).is_empty() {
         assert!(Instant::now() < deadline, "rsync never started on both nodes");
@@ -836,18 +819,7 @@ fn a_syncs_lock_is_renewed_while_rsync_runs_and_one_left_on_a_lost_node_goes_sta
     let plan = plan(&cluster, &project, "node1", "pc_lock_beat");
     let dir = remote_dir(&serde_json::from_str(&plan).unwrap(), "node1");
     let lock = format!("{dir}.pytest-cloud-lock");
-    let mut child = Command::new(bin())
-        .args(["sync", "--rsync-bandwidth-limit", "50"])
-        .env_remove("VIRTUAL_ENV")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(plan.as_bytes()).unwrap();
-    }
+    let child = spawn_sync(&plan, "50", false);
     let deadline = Instant::now() + Duration::from_secs(60);
     while rsync_processes_for(&dir).is_empty() {
         assert!(Instant::now() < deadline, "rsync never started");
