@@ -31,8 +31,9 @@
 # written (nobody will ever know it took the lock) gives the lock back itself.
 #   Fast path (src/engine/sync/fast.rs): with fast_digest set by the prelude, preflight ends
 #       a no-change re-sync itself (fast_path, below: fast=done, run_dir=, venv=) or says why
-#       not (fast=no, fast_reason=) and goes on as before. finish writes stamp_digest (set by
-#       its prelude; "" = none) into the stamp, which is what fast_path compares.
+#       not (fast=no, fast_reason=) and goes on as before. finish writes the stamp line
+#       "DIGEST NONCE": stamp_digest (set by its prelude; "-" = none), which is what fast_path
+#       compares, and a nonce new with every sync into the base.
 #
 # Run trees (see share/doc/sync-safety.md, "Concurrent runs"): DIR is the shared base that
 # rsync updates under LOCK; each run works in its own tree RUNS/ID, hard links of the base
@@ -47,7 +48,11 @@
 #       DIR) is checked in the run tree; ID "" = no run tree (the old single-directory mode).
 #   renew DIR LOCK HOLDER RUNS ID LEASE    touch the lease if it is still LEASE (lease=renewed|lost)
 #   drop DIR LOCK HOLDER RUNS ID LEASE     hand the run's new bytecode to the base, remove the
-#       run tree and its lease (released=1).
+#       run tree and its lease (released=1), or keep the tree as RUNS/idle.ID for the next
+#       no-change run when it is still exactly what it was made as (kept=idle.ID; "Kept run
+#       trees", below).
+#   reap DIR LOCK HOLDER RUNS N ID HOLDER...   reap the N named trees (only while their lease
+#       still names HOLDER): those a fast path listed whose holder the controller found gone.
 set -u
 trap '' PIPE
 marker=.pytest-cloud-target
@@ -125,29 +130,112 @@ run_reap() {
     echo "reaped=$r_id"
 }
 
+# Writes RUNS/ID's lease LEASE (RUNS made and marked first). A tree never exists without one.
+run_lease() {
+    l_runs=$1 l_id=$2 l_lease=$3
+    mkdir -p -- "$l_runs" || { echo "error=cannot create $l_runs"; return 1; }
+    [ -f "$l_runs/$runs_marker" ] || printf '%s\n' "Made by pytest-cloud: one tree per run of $dir; removed when the run ends." >"$l_runs/$runs_marker" ||
+        { echo "error=cannot write $l_runs/$runs_marker"; return 1; }
+    printf '%s\n' "$l_lease" >"$l_runs/$l_id.lease.tmp" && mv -f -- "$l_runs/$l_id.lease.tmp" "$l_runs/$l_id.lease" ||
+        { echo "error=cannot write $l_runs/$l_id.lease"; return 1; }
+}
+
+# The base's stamp line ("DIGEST NONCE", written by finish), or "" when there is none.
+stamp_line() {
+    s_line=
+    [ -f "$dir/$synced" ] && IFS= read -r s_line <"$dir/$synced"
+    printf '%s\n' "$s_line"
+}
+
 # Makes RUNS/ID: the lease first (so a tree never exists without one), then hard links of
 # the base. rsync replaces a changed file by a new one (temp file + rename), so a later sync
 # into the base never changes a file this tree sees. .pytest_cache is copied, not linked:
-# pytest's cache writes its values in place.
+# pytest's cache writes its values in place. The tree's stamp RUNS/ID/.pytest-cloud-run holds
+# the base's stamp line it was made from: its mtime is when the tree was complete (what the
+# run changes is newer), its line says which sync of the base it mirrors (kept trees, below).
 run_make() {
     m_runs=$1 m_id=$2 m_lease=$3
-    mkdir -p -- "$m_runs" || { echo "error=cannot create $m_runs"; return 1; }
-    [ -f "$m_runs/$runs_marker" ] || printf '%s\n' "Made by pytest-cloud: one tree per run of $dir; removed when the run ends." >"$m_runs/$runs_marker" ||
-        { echo "error=cannot write $m_runs/$runs_marker"; return 1; }
-    printf '%s\n' "$m_lease" >"$m_runs/$m_id.lease.tmp" && mv -f -- "$m_runs/$m_id.lease.tmp" "$m_runs/$m_id.lease" ||
-        { echo "error=cannot write $m_runs/$m_id.lease"; return 1; }
+    run_lease "$m_runs" "$m_id" "$m_lease" || return 1
     if ! cp -al -- "$dir" "$m_runs/$m_id" 2>/dev/null; then
         # cp -l is GNU and busybox; rsync (which the node has) links as well, a little slower.
         rm -rf -- "$m_runs/$m_id"
         rsync -rlpt --link-dest="$dir/" -- "$dir/" "$m_runs/$m_id/" 2>/dev/null ||
             { rm -rf -- "$m_runs/$m_id"; rm -f -- "$m_runs/$m_id.lease"; echo "error=cannot make the run tree $m_runs/$m_id"; return 1; }
     fi
-    if [ -d "$dir/.pytest_cache" ]; then
-        rm -rf -- "$m_runs/$m_id/.pytest_cache" && cp -Rp -- "$dir/.pytest_cache" "$m_runs/$m_id/.pytest_cache" ||
-            { echo "error=cannot copy .pytest_cache into $m_runs/$m_id"; return 1; }
-    fi
-    : >"$m_runs/$m_id/$run_stamp"
+    run_base_cache "$m_runs/$m_id" || return 1
+    stamp_line >"$m_runs/$m_id/$run_stamp"
     echo "run_dir=$m_runs/$m_id"
+}
+
+# TREE's .pytest_cache becomes the base's (none when the base has none).
+run_base_cache() {
+    if [ -d "$dir/.pytest_cache" ]; then
+        rm -rf -- "$1/.pytest_cache" && cp -Rp -- "$dir/.pytest_cache" "$1/.pytest_cache" ||
+            { echo "error=cannot copy .pytest_cache into $1"; return 1; }
+    elif [ -e "$1/.pytest_cache" ]; then
+        rm -rf -- "$1/.pytest_cache" || { echo "error=cannot remove $1/.pytest_cache"; return 1; }
+    fi
+}
+
+# Kept run trees (share/doc/sync.md, "A no-change re-sync in one round trip"): a released
+# tree that is still exactly what it was made as, of the sync the base still holds, is kept as
+# RUNS/idle.ID instead of removed, and the next no-change run takes it (one rename) instead of
+# linking a new one (a link per file: most of a no-change pre-flight's time on the node).
+# Exact: nothing in it is newer than its stamp but bytecode and .pytest_cache (a file written,
+# created, deleted or renamed changes its mtime or its directory's), and its stamp line is
+# the base's, whose nonce is new with every sync into the base (rsync replaces a changed file
+# by a new one, so a tree of an older sync may hold what the base no longer does; a file
+# changed in place in the base is changed in every tree that links it, and the base's own
+# newer-than-stamp check sends that run down the full path, which writes a new nonce).
+# At most IDLE_MAX are kept; one of an older sync is removed by the next run that sees it.
+idle_max=2
+
+# Whether TREE may be kept: exact (above) and of the base's current sync, which must be one
+# the fast path can match (a digest, not "-").
+run_keepable() {
+    k_tree=$1
+    [ -f "$k_tree/$run_stamp" ] || return 1
+    k_line=
+    IFS= read -r k_line <"$k_tree/$run_stamp" || return 1
+    case "$k_line" in "" | "- "* | *" ") return 1 ;; esac
+    [ "$k_line" = "$(stamp_line)" ] || return 1
+    [ -z "$(find "$k_tree" -path "$k_tree/.pytest_cache" -prune -o -newer "$k_tree/$run_stamp" ! -name '*.pyc' ! -name __pycache__ -print 2>/dev/null | head -n 1)" ]
+}
+
+# Removes the kept trees in RUNS that are not of the base's current sync.
+idle_sweep() {
+    i_line=$(stamp_line)
+    for t in "$1"/idle.*; do
+        [ -d "$t" ] || continue
+        t_line=
+        [ -f "$t/$run_stamp" ] && IFS= read -r t_line <"$t/$run_stamp"
+        [ -n "$i_line" ] && [ "$t_line" = "$i_line" ] && continue
+        mv -- "$t" "$1/.reap.idle.$$" 2>/dev/null && rm -rf -- "$1/.reap.idle.$$"
+    done
+}
+
+# Takes a kept tree of the base's current sync as RUNS/ID (its lease written first); prints
+# run_dir= and returns 0, or returns 1 when there is none (or another run took it first).
+run_claim() {
+    c_runs=$1 c_id=$2 c_lease=$3 c_line=$(stamp_line)
+    [ -n "$c_line" ] || return 1
+    for t in "$c_runs"/idle.*; do
+        [ -d "$t" ] && [ -f "$t/$run_stamp" ] || continue
+        t_line=
+        IFS= read -r t_line <"$t/$run_stamp" || continue
+        [ "$t_line" = "$c_line" ] || continue
+        run_lease "$c_runs" "$c_id" "$c_lease" || return 1
+        if mv -- "$t" "$c_runs/$c_id" 2>/dev/null; then
+            run_base_cache "$c_runs/$c_id" || return 1
+            # Truncated in place: its mtime is now, its directory unchanged.
+            printf '%s\n' "$c_line" >"$c_runs/$c_id/$run_stamp"
+            echo "run_dir=$c_runs/$c_id"
+            echo "run_tree=kept"
+            return 0
+        fi
+        rm -f -- "$c_runs/$c_id.lease"
+    done
+    return 1
 }
 
 # Bytecode compiled in a run tree is given to the base (a hard link), so the next run's tree
@@ -163,9 +251,20 @@ run_harvest() {
         tree=$1 base=$2
         shift 2
         to= list=
+        # A new __pycache__ in the base keeps its directory'\''s mtime: the base gains only
+        # bytecode, so the next run still finds nothing there newer than the stamp (fast_path).
+        mkpc() {
+            [ -d "$to" ] && return 0
+            p=${to%/__pycache__/}
+            ref=${tree%/*}/.pytest-cloud-mtime.$$
+            touch -r "$p" "$ref" || return 1
+            mkdir -- "$to" || { rm -f -- "$ref"; return 1; }
+            touch -m -r "$ref" "$p"
+            rm -f -- "$ref"
+        }
         flush() {
             [ -n "$list" ] || return 0
-            { [ -d "$to" ] || mkdir -p -- "$to"; } 2>/dev/null && eval "ln -- $list \"\$to\"" 2>/dev/null
+            mkpc 2>/dev/null && eval "ln -- $list \"\$to\"" 2>/dev/null
             list=
         }
         for f do
@@ -181,7 +280,7 @@ run_harvest() {
             [ "$tree/$src" -ef "$base/$src" ] || continue
             [ "$base/${d}__pycache__/" = "$to" ] || { flush; to=$base/${d}__pycache__/; }
             case "$f" in
-            *"'\''"*) { [ -d "$to" ] || mkdir -p -- "$to"; } 2>/dev/null && ln -- "$f" "$to" 2>/dev/null ;;
+            *"'\''"*) mkpc 2>/dev/null && ln -- "$f" "$to" 2>/dev/null ;;
             *) list="$list '\''$f'\''" ;;
             esac
         done
@@ -204,6 +303,16 @@ run_drop() {
     run_harvest "$d_runs/$d_id"
     if [ "$(head -n 1 -- "$d_runs/$d_id.lease" 2>/dev/null)" = "$d_lease" ]; then
         mv -- "$d_runs/$d_id.lease" "$d_runs/$d_id.reaped.$$" 2>/dev/null
+    fi
+    # Kept for the next no-change run (run_keepable) while fewer than idle_max are.
+    set -- "$d_runs"/idle.*
+    d_idle=0
+    [ -e "$1" ] && d_idle=$#
+    if [ "$d_idle" -lt "$idle_max" ] && run_keepable "$d_runs/$d_id" && mv -- "$d_runs/$d_id" "$d_runs/idle.$d_id" 2>/dev/null; then
+        rm -f -- "$d_runs/$d_id.reaped.$$"
+        echo "kept=idle.$d_id"
+        echo "released=1"
+        return 0
     fi
     # A worker of this run may still be exiting (writing bytecode) just after the controller
     # ended: give it a moment rather than leave the tree for a later run to reap.
@@ -248,16 +357,17 @@ sample() {
 # rewrites it every time, so it travels with this call and is not in the digest).
 # It goes ahead only when all of these hold, and otherwise returns 1 having changed nothing,
 # so preflight goes on as before (rsync, then finish):
-#   - the stamp DIR/.pytest-cloud-synced holds fast_digest: finish wrote it at the end of a
-#     complete sync of exactly this tree (preflight removes the stamp before any rsync, so an
-#     interrupted sync leaves none);
+#   - the stamp DIR/.pytest-cloud-synced holds fast_digest (its first word): finish wrote it
+#     at the end of a complete sync of exactly this tree (preflight removes the stamp before
+#     any rsync, so an interrupted sync leaves none);
 #   - nothing in DIR outside __pycache__ is newer than the stamp (nobody changed the base
-#     since; a run's bytecode handed back to the base lives in __pycache__);
-#   - no lease in RUNS needs the controller's judgement (a fresh one of a process on the
-#     controller's machine, which only the controller can see to be gone).
-# Then, still in this round trip: the trees whose leases are stale and the orphans are reaped,
-# this run's tree and lease are made, the lock is released and the venv is checked in the
-# tree, as finish does after rsync.
+#     since; a run's bytecode handed back to the base lives in __pycache__).
+# Then, still in this round trip: the trees whose leases are stale and the orphans are reaped
+# (a fresh lease of a process on the controller's machine, which only the controller can see
+# to be gone, is listed as lease=ID 0 HOLDER for it to judge), this run's tree is a kept one
+# (run_claim) or made, with its lease, the lock is released and the venv check is answered
+# (done in the base before the lock when its stamp held the digest, else in the tree), as
+# finish does after rsync.
 # venv_check TREE PYTHON PTH LINE...: the venv interpreter of the run tree TREE runs and has
 # every .pth LINE (relative to the .pth's own directory, site-packages) on sys.path; answers
 # venv=ok VERSION, or venv=failed with the last lines it said.
@@ -280,7 +390,8 @@ print("%d.%d.%d" % sys.version_info[:3])' "$vc_tree/$vc_pth" "$@" 2>&1); then
 }
 
 fast_path() {
-    if [ "$(cat -- "$dir/$synced" 2>/dev/null)" != "$fast_digest" ]; then
+    f_line=$(stamp_line)
+    if [ "${f_line%% *}" != "$fast_digest" ]; then
         echo "fast=no"
         echo "fast_reason=the tree differs from the one last synced here"
         return 1
@@ -291,47 +402,61 @@ fast_path() {
         echo "fast_reason=changed on the node since the last sync: $f_new"
         return 1
     fi
-    if [ -d "$runs" ]; then
-        for l in "$runs"/*.lease; do
-            [ -f "$l" ] || continue
-            [ -n "$(find "$l" -prune -mmin +"$(fast_ttl "$l")" 2>/dev/null)" ] && continue
-            case " $(head -n 1 -- "$l" 2>/dev/null) " in
-            *" pid=0 "*) ;;
-            *" host=$fast_host boot=$fast_boot "*)
-                echo "fast=no"
-                echo "fast_reason=a run of the controller's machine holds ${l##*/}"
-                return 1
-                ;;
-            esac
-        done
-    fi
     echo "fast=done"
     if [ -d "$runs" ]; then
         for l in "$runs"/*.lease; do
             [ -f "$l" ] || continue
-            [ -n "$(find "$l" -prune -mmin +"$(fast_ttl "$l")" 2>/dev/null)" ] || continue
             f_id=${l##*/}
-            run_reap "$runs" "${f_id%.lease}" "$(head -n 1 -- "$l" 2>/dev/null)"
+            f_id=${f_id%.lease}
+            f_holder=$(head -n 1 -- "$l" 2>/dev/null)
+            if [ -n "$(find "$l" -prune -mmin +"$(fast_ttl "$l")" 2>/dev/null)" ]; then
+                run_reap "$runs" "$f_id" "$f_holder"
+                continue
+            fi
+            # A fresh lease of a run of the controller's machine: only the controller can
+            # tell whether its holder is gone, and reaps that tree itself (mode reap).
+            case " $f_holder " in
+            *" pid=0 "*) ;;
+            *" host=$fast_host boot=$fast_boot "*) echo "lease=$f_id 0 $f_holder" ;;
+            esac
         done
         for t in "$runs"/*; do
+            case "${t##*/}" in idle.*) continue ;; esac
             [ -d "$t" ] && [ ! -e "$t.lease" ] && run_reap "$runs" "${t##*/}" ""
         done
+        idle_sweep "$runs"
     fi
-    run_make "$runs" "$fast_run_id" "$fast_lease" || { release; return 0; }
+    if ! run_claim "$runs" "$fast_run_id" "$fast_lease"; then
+        run_make "$runs" "$fast_run_id" "$fast_lease" || { release; return 0; }
+    fi
     fast_cache "$runs/$fast_run_id" || { release; echo "error=cannot write the pytest cache into $runs/$fast_run_id"; return 0; }
+    # The tree is complete now: its stamp's mtime says so (run_keepable).
+    printf '%s\n' "$f_line" >"$runs/$fast_run_id/$run_stamp"
     release
     [ -n "$fast_python" ] || return 0
+    if [ -n "$fast_venv" ]; then
+        # Checked in the base before the lock, whose stamp held this digest then and now: the
+        # tree links those very files (the .pth lines are relative, so they hold in both).
+        echo "$fast_venv"
+    else
+        fast_venv_check "$runs/$fast_run_id"
+    fi
+    return 0
+}
+
+# venv_check in TREE with the prelude's venv, .pth and lines.
+fast_venv_check() {
     f_ifs=$IFS
     IFS='
 '
     set -f
     # shellcheck disable=SC2086 # one .pth line per line of fast_entries
-    set -- $fast_entries
+    set -- "$1" $fast_entries
     set +f
     IFS=$f_ifs
-    f_tree=$runs/$fast_run_id
+    f_tree=$1
+    shift
     venv_check "$f_tree" "$fast_python" "$fast_pth" "$@"
-    return 0
 }
 
 # The ttl_min a lease's holder line names (60 when it names none), as runs_list reads it.
@@ -343,13 +468,28 @@ fast_ttl() {
 case "$mode" in
 preflight)
     stale=$1 break_holder=$2 py=$3 want=$4 marker_text=$5 runs=${6-}
+    # A no-change re-sync (the base's stamp holds the prelude's digest, so its venv was made
+    # for this very interpreter) asks the base's venv, which answers for the interpreter too:
+    # one Python start instead of two. Anything else, and the interpreter is asked itself.
+    fast_venv=
+    if [ -n "$py" ] && [ -n "${fast_digest-}" ] && [ -n "${fast_python-}" ] && [ -x "$dir/$fast_python" ]; then
+        f_line=$(stamp_line)
+        if [ "${f_line%% *}" = "$fast_digest" ]; then
+            fast_venv=$(fast_venv_check "$dir")
+            case "$fast_venv" in
+            "venv=ok "*) v=${fast_venv#venv=ok } ;;
+            *) fast_venv= ;;
+            esac
+        fi
+    fi
     if [ -n "$py" ]; then
-        if [ ! -e "$py" ]; then
+        if [ -n "$fast_venv" ]; then
+            :
+        elif [ ! -e "$py" ]; then
             echo "python=missing"
             end
-        fi
         # -S (no site import) saves a third of the start-up; the version is the same.
-        if v=$("$py" -S -c "import sys; print('%d.%d.%d' % sys.version_info[:3])" 2>&1); then
+        elif v=$("$py" -S -c "import sys; print('%d.%d.%d' % sys.version_info[:3])" 2>&1); then
             :
         else
             v="unrunnable: $(printf '%s\n' "$v" | tail -n 2 | tr '\n' ' ')"
@@ -371,7 +511,8 @@ preflight)
         echo "runs=unsafe"
         end
     fi
-    parent=$(dirname -- "$dir")
+    case "$dir" in */*) parent=${dir%/*} ;; *) parent=. ;; esac
+    [ -n "$parent" ] || parent=/
     mkdir -p -- "$parent" || { echo "error=cannot create $parent"; end; }
     if [ -n "$break_holder" ] && [ "$(cat "$lock/holder" 2>/dev/null)" = "$break_holder" ]; then
         # Rename first: of two runs breaking the same stale lock, only one rename succeeds.
@@ -489,7 +630,8 @@ finish)
             rm -f -- "$dir/$pth"
         fi
     fi
-    printf '%s\n' "${stamp_digest-}" >"$dir/$synced" || { release; echo "error=cannot write $dir/$synced"; end; }
+    # The digest ("-": none), and a nonce new with every sync into the base (kept trees).
+    printf '%s %s\n' "${stamp_digest:--}" "${run_id:-$$}-$(date +%s)" >"$dir/$synced" || { release; echo "error=cannot write $dir/$synced"; end; }
     tree=$dir
     if [ -n "$run_id" ]; then
         run_make "$runs" "$run_id" "$lease" || { release; end; }
@@ -505,6 +647,16 @@ finish)
     ;;
 renew)
     run_renew "$1" "$2" "$3"
+    end
+    ;;
+reap)
+    runs=$1 nreap=$2
+    shift 2
+    while [ "$nreap" -gt 0 ] && [ $# -ge 2 ]; do
+        run_reap "$runs" "$1" "$2"
+        shift 2
+        nreap=$((nreap - 1))
+    done
     end
     ;;
 drop)

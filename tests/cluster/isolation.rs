@@ -103,11 +103,16 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// The entries of the node's runs directory (`<base>.pytest-cloud-runs`), and whether the
 /// shared base is there.
+/// What is left in the runs directory beside the base (whether that is there): the trees a
+/// release kept for the next no-change run (`idle.ID`, at most two) are left out, since they
+/// hold no lease and no run.
 fn on_node(c: &Cluster, alias: &str) -> (Vec<String>, bool) {
     let out = c.ssh(alias, "cd && ls -A pytest_*_proj.pytest-cloud-runs && test -f pytest_*_proj/.pytest-cloud-target && echo BASE-OK");
     let s = String::from_utf8_lossy(&out.stdout).into_owned();
     let base = s.lines().any(|l| l == "BASE-OK");
-    (s.lines().filter(|l| *l != "BASE-OK").map(String::from).collect(), base)
+    let kept = s.lines().filter(|l| l.starts_with("idle.")).count();
+    assert!(kept <= 2, "{alias}: more kept trees than a release keeps: {s}");
+    (s.lines().filter(|l| *l != "BASE-OK" && !l.starts_with("idle.")).map(String::from).collect(), base)
 }
 
 struct Cleanup(Vec<String>);

@@ -686,11 +686,11 @@ fn a_no_change_resync_skips_the_transfer_on_every_node_and_every_change_takes_th
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(transfers(&first.doc), vec!["rsync"; 4], "a first sync transfers");
     // Releasing the run hands the bytecode its venv check compiled to the base, in new
-    // __pycache__ directories: their parents changed on the node after the last sync, which
-    // takes the full path once (rsync sets the directories' mtimes back).
+    // __pycache__ directories (their parents keep their mtimes: only bytecode was added).
     release(&first.stdout);
     let settle = sync(&first.stdout, &args);
     assert_eq!(settle.code, 0, "{}", settle.stderr);
+    assert_eq!(transfers(&settle.doc), vec!["skipped"; 4], "the bytecode handed back is no change to the base:\n{}", settle.stderr);
     release(&settle.stdout);
     let mut last = settle.stdout.clone();
 
@@ -797,6 +797,109 @@ fn a_no_change_resync_skips_the_transfer_on_every_node_and_every_change_takes_th
     let s = sync(&s.stdout, &args);
     assert_eq!(transfers(&s.doc), vec!["rsync"; 4], "{}", s.stderr);
     release(&s.stdout);
+}
+
+/// Issue 18: a released tree still exactly as it was made is kept (`idle.ID`) and the next
+/// no-change sync takes it (the same directory: one rename instead of a link per file); a tree
+/// its run changed (a file written, one deleted) is removed as before, and a kept tree of an
+/// older sync of the base is never handed out, even when the base's digest is the same.
+#[test]
+fn a_released_tree_left_as_made_is_the_next_no_change_runs_tree_and_a_changed_or_outdated_one_is_not() {
+    let cluster = Cluster::shared();
+    let project = Project::new(true);
+    let root = project.root();
+    write(&root.join("data.txt"), "data\n");
+    write(&root.join("sub/other.txt"), "other\n");
+    let plan = plan(&cluster, &project, "node1", "pc_kept");
+    let args = ["--rsync-bandwidth-limit", "0"];
+    // A first sync, then one that settles the bytecode handed back (as in the test above).
+    let mut last = plan.clone();
+    for _ in 0..2 {
+        let s = sync(&last, &args);
+        assert_eq!(s.code, 0, "{}", s.stderr);
+        release(&s.stdout);
+        last = s.stdout;
+    }
+    let ls = |runs: &str| -> Vec<String> { on_node(&cluster, "node1", &format!("ls -A {runs}")).lines().map(String::from).collect() };
+    let inode = |p: &str| on_node(&cluster, "node1", &format!("stat -c %i {p}")).trim().to_string();
+    // One no-change sync: its tree, released, is kept.
+    let next = |last: &str| {
+        let s = sync(last, &args);
+        assert_eq!(transfers(&s.doc), ["skipped"], "{}\n{}", s.stderr, s.stdout);
+        let n = node(&s.doc, "node1");
+        (s.stdout.clone(), n["remote_dir"].as_str().unwrap().to_string(), n["run_id"].as_str().unwrap().to_string())
+    };
+    let (a, tree_a, id_a) = next(&last);
+    let runs = tree_a.rsplit_once('/').unwrap().0.to_string();
+    let made = inode(&tree_a);
+    release(&a);
+    assert_eq!(ls(&runs), [".pytest-cloud-runs".to_string(), format!("idle.{id_a}")], "released and kept");
+    assert_eq!(inode(&format!("{runs}/idle.{id_a}")), made);
+
+    // The next no-change run gets that very tree, and it is the project as synced.
+    let (b, tree_b, _) = next(&a);
+    assert_eq!(inode(&tree_b), made, "the kept tree is the next run's");
+    assert!(!ls(&runs).iter().any(|e| e.starts_with("idle.")), "{:?}", ls(&runs));
+    // (-B: no bytecode written, so the file below is the tree's one change.)
+    let got = on_node(&cluster, "node1", &format!("cd {tree_b} && .venv/bin/python -B -c 'import mypkg; print(mypkg.__file__)' && cat data.txt sub/other.txt"));
+    assert_eq!(got, format!("{tree_b}/src/mypkg/__init__.py\ndata\nother\n"));
+
+    // A run that leaves a file in its tree: not kept; the next tree is a new one without it.
+    on_node(&cluster, "node1", &format!("echo x > {tree_b}/sub/left-by-a-test.txt"));
+    release(&b);
+    assert_eq!(ls(&runs), [".pytest-cloud-runs"], "a changed tree is removed");
+    let (c, tree_c, _) = next(&b);
+    assert_ne!(inode(&tree_c), made);
+    assert!(!exists_on_node(&cluster, "node1", &format!("{tree_c}/sub/left-by-a-test.txt")));
+    // A run that deletes a file of its tree (only its directory's mtime tells): not kept.
+    on_node(&cluster, "node1", &format!("rm {tree_c}/sub/other.txt"));
+    release(&c);
+    assert_eq!(ls(&runs), [".pytest-cloud-runs"], "a tree missing a file is removed");
+    let (d, tree_d, id_d) = next(&c);
+    assert_eq!(on_node(&cluster, "node1", &format!("cat {tree_d}/sub/other.txt")), "other\n");
+    release(&d);
+    let kept_d = format!("{runs}/idle.{id_d}");
+    assert!(exists_on_node(&cluster, "node1", &kept_d), "{tree_d} kept: {:?}", ls(&runs));
+
+    // Another sync of the same tree into the base since (its nonce, not its digest, differs):
+    // the kept tree is of an older sync, so it is removed, not handed out.
+    let base = node(&serde_json::from_str(&d).unwrap(), "node1")["base_dir"].as_str().unwrap().to_string();
+    on_node(&cluster, "node1", &format!("cd {base} && read -r d n < .pytest-cloud-synced && printf '%s other-sync\\n' \"$d\" > .pytest-cloud-synced"));
+    let ino_d = inode(&kept_d);
+    let (e, tree_e, _) = next(&d);
+    assert_ne!(inode(&tree_e), ino_d, "not the outdated kept tree");
+    assert!(!exists_on_node(&cluster, "node1", &kept_d), "the outdated kept tree is removed");
+    release(&e);
+    // A file changed in place in the base changes it in the kept tree too (one inode): the
+    // full path repairs the base, and no tree of before is handed out afterwards.
+    let kept_e: Vec<String> = ls(&runs).into_iter().filter(|e| e.starts_with("idle.")).collect();
+    assert_eq!(kept_e.len(), 1, "{kept_e:?}");
+    on_node(&cluster, "node1", &format!("echo tampered > {base}/data.txt"));
+    let s = sync(&e, &args);
+    assert_eq!(transfers(&s.doc), ["rsync"], "{}", s.stderr);
+    release(&s.stdout);
+    let (f, tree_f, _) = next(&s.stdout);
+    assert_eq!(on_node(&cluster, "node1", &format!("cat {tree_f}/data.txt")), "data\n");
+    assert!(!exists_on_node(&cluster, "node1", &format!("{runs}/{}", kept_e[0])), "the tampered kept tree is gone");
+    release(&f);
+
+    // A fresh lease of a run of this machine whose process is gone (a run killed here): the
+    // fast path still holds, and that run's tree is reaped; a live one's is left alone.
+    let doc: Value = serde_json::from_str(&f).unwrap();
+    let (line, id_f) = (node(&doc, "node1")["lease"].as_str().unwrap().to_string(), node(&doc, "node1")["run_id"].as_str().unwrap().to_string());
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    for (id, pid) in [("rdead1", dead_pid), ("rlive1", std::process::id())] {
+        let l = line.replace(&format!("run={id_f} "), &format!("run={id} ")).replace(" pid=0 ", &format!(" pid={pid} "));
+        assert_ne!(l, line);
+        on_node(&cluster, "node1", &format!("mkdir {runs}/{id} && printf '%s\\n' {} > {runs}/{id}.lease", shell_words::quote(&l)));
+    }
+    let (g, _, _) = next(&f);
+    assert!(!exists_on_node(&cluster, "node1", &format!("{runs}/rdead1")) && !exists_on_node(&cluster, "node1", &format!("{runs}/rdead1.lease")), "{:?}", ls(&runs));
+    assert!(exists_on_node(&cluster, "node1", &format!("{runs}/rlive1")) && exists_on_node(&cluster, "node1", &format!("{runs}/rlive1.lease")), "{:?}", ls(&runs));
+    on_node(&cluster, "node1", &format!("rm -r {runs}/rlive1 {runs}/rlive1.lease"));
+    release(&g);
 }
 
 fn mtime(p: &str) -> std::time::SystemTime {

@@ -12,7 +12,11 @@
 //! base is newer than the stamp, and no lease needs our judgement, the pre-flight itself reaps
 //! stale trees, makes this run's tree and lease, releases the lock and checks the venv in the
 //! tree (`fast_path` in src/sync_node.sh). Anything else, and that pre-flight goes on exactly
-//! as before: the full path.
+//! as before: the full path. The node's tree for the run is a kept one where it can be (a
+//! released tree still exactly as it was made, of the sync the base still holds: one rename
+//! instead of a link per file), else linked from the base; a fresh lease of a run of this
+//! machine does not stop the fast path: the node lists it, and its tree is reaped afterwards
+//! when its holder is gone here ([`reap_gone_here`]).
 
 use super::local::Local;
 use super::node::{NodeRun, pth_lines};
@@ -154,6 +158,7 @@ pub(super) fn took_fast_path(r: &mut NodeRun, reply: &Reply, local: &Local, conf
         r.drop_with(ErrorKind::SyncFailed, format!("the node made no run tree: {}", reply.out.stderr_trimmed()));
     } else {
         r.rsync = Some((0, rsync::Stats::default()));
+        reap_gone_here(r, reply, local, config, deadline);
     }
     if r.dropped.is_some() && r.run_dir.is_some() {
         let runs = lease::runs_dir(&r.planned.remote_dir);
@@ -161,4 +166,24 @@ pub(super) fn took_fast_path(r: &mut NodeRun, reply: &Reply, local: &Local, conf
         r.run_dir = None;
     }
     true
+}
+
+/// The fast path lists the fresh leases of runs of this machine (`lease=ID 0 HOLDER`), whose
+/// holders only this machine can judge; the trees of those that are gone (a run killed here)
+/// are reaped in one more round trip, which a run pays only when there is such a tree. A
+/// failure leaves the tree to a later run (its lease goes stale).
+fn reap_gone_here(r: &NodeRun, reply: &Reply, local: &Local, config: &Path, deadline: Duration) {
+    let entries = lease::parse_entries(&reply.kv);
+    let gone = lease::to_reap(&entries, &local.run_id, &local.hostname);
+    if gone.is_empty() {
+        return;
+    }
+    let runs = lease::runs_dir(&r.planned.remote_dir);
+    let n = gone.len().to_string();
+    let mut args: Vec<&str> = vec![&r.planned.remote_dir, "", "", &runs, &n];
+    for e in &gone {
+        args.push(&e.id);
+        args.push(e.holder.as_deref().unwrap_or(""));
+    }
+    let _ = remote::sync_script(config, &r.dest, "", "reap", &args, deadline);
 }
