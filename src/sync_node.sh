@@ -374,7 +374,8 @@ sample() {
 venv_check() {
     vc_tree=$1 vc_python=$2 vc_pth=$3
     shift 3
-    if vc_out=$("$vc_tree/$vc_python" -c '
+    # -B: it writes no bytecode (in the base, a new __pycache__ would be a change there).
+    if vc_out=$("$vc_tree/$vc_python" -B -c '
 import os, sys
 pth = sys.argv[1]
 want = [os.path.abspath(os.path.join(os.path.dirname(pth), l)) for l in sys.argv[2:]]
