@@ -3,10 +3,13 @@
 # Prints key=value lines; the Rust side (src/engine/probe.rs) interprets them. Never fails early:
 # whatever it cannot read it leaves out.
 echo "pytest_cloud_probe=1"
-os=$(uname -s 2>/dev/null)
+# One uname for three facts (it prints them in this order: kernel name, node name, machine).
+read -r os host arch <<UNAME
+$(uname -snm 2>/dev/null)
+UNAME
 echo "os=$os"
-echo "arch=$(uname -m 2>/dev/null)"
-echo "hostname=$(uname -n 2>/dev/null)"
+echo "arch=$arch"
+echo "hostname=$host"
 echo "user=$(id -un 2>/dev/null)"
 echo "home=$HOME"
 case "$os" in
@@ -25,10 +28,11 @@ Linux)
         p=$cg
         while :; do
             d=/sys/fs/cgroup${p%/}
-            [ -r "$d/cpu.max" ] && echo "cgroup_cpu_max=$(cat "$d/cpu.max")"
-            [ -r "$d/memory.max" ] && echo "cgroup_memory_max=$(cat "$d/memory.max")"
+            # read, not cat: a builtin, no process per file.
+            [ -r "$d/cpu.max" ] && IFS= read -r v <"$d/cpu.max" && echo "cgroup_cpu_max=$v"
+            [ -r "$d/memory.max" ] && IFS= read -r v <"$d/memory.max" && echo "cgroup_memory_max=$v"
             [ "$p" = "/" ] || [ -z "$p" ] && break
-            p=$(dirname "$p")
+            case "$p" in /*/*) p=${p%/*} ;; *) p=/ ;; esac
         done
     fi
     # cgroup v1
