@@ -1,6 +1,7 @@
 //! This machine (the controller), asked through system calls rather than `/proc` or spawned
 //! tools, so the controller may be a Mac as well as Linux: our uid, our hostname, the boot id,
-//! whether a process lives, a signal to a child, a FIFO.
+//! whether a process lives, a signal to a child, a FIFO, the end of a process waited for
+//! ([`ExitWatch`]).
 //!
 //! The one "holder is gone" rule ([`holder_gone_here`]) lives here: a node lock's holder line
 //! and a run tree's lease line both name `host=`, `boot=` and `pid=`, and both are taken over
@@ -95,6 +96,134 @@ pub fn interrupt(pid: u32) {
 pub fn terminate(pid: u32) {
     if let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+    }
+}
+
+/// Waits for another process's end (one we did not start, so `waitpid` cannot). Linux: a
+/// pidfd, which poll(2) finds readable the moment the process has exited (a zombie counts),
+/// so the wait is one blocking call. Elsewhere (macOS; a Linux kernel before 5.3, or a
+/// sandbox refusing pidfd_open) there is no portable blocking wait for a process that is not
+/// our child: [`ExitWatch::wait`] then looks after 1, 2, 4 ... ms, then every
+/// [`ExitWatch::FALLBACK_EVERY`] (kill(pid, 0), and whether we were re-parented when it was our
+/// parent), still woken at once by `also` (so an EOF there, which a process's exit gives a
+/// moment before the process counts as gone, is confirmed within a few ms).
+pub struct ExitWatch {
+    pid: u32,
+    /// It was our parent when the watch began: its end re-parents us, even while it waits
+    /// as a zombie for its own parent (which [`pid_alive`] sees only on Linux).
+    parent: bool,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+/// What ended an [`ExitWatch::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woke {
+    /// The process is gone.
+    Gone,
+    /// The other descriptor is readable or hung up (and the process still lives).
+    Also,
+}
+
+impl ExitWatch {
+    /// How often the fallback looks.
+    pub const FALLBACK_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+    /// Watches `pid`; if it is our parent now, its end is also seen as our re-parenting.
+    pub fn new(pid: u32) -> ExitWatch {
+        Self::with_parent(pid, std::os::unix::process::parent_id() == pid)
+    }
+
+    /// Watches `pid`, which started us: gone at once if we have been re-parented already.
+    pub fn of_parent(pid: u32) -> ExitWatch {
+        Self::with_parent(pid, true)
+    }
+
+    /// The watch without a pidfd, as on a platform that has none (for the tests).
+    #[cfg(test)]
+    fn polling(pid: u32) -> ExitWatch {
+        ExitWatch {
+            pid,
+            parent: false,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            pidfd: None,
+        }
+    }
+
+    fn with_parent(pid: u32, parent: bool) -> ExitWatch {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let pidfd = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+        ExitWatch {
+            pid,
+            parent,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            pidfd,
+        }
+    }
+
+    /// Whether the process is gone now (no wait).
+    pub fn gone(&self) -> bool {
+        if self.parent && std::os::unix::process::parent_id() != self.pid {
+            return true;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(fd) = &self.pidfd {
+            return readable(&[fd.as_fd()], Some(std::time::Duration::ZERO)).first().copied().unwrap_or(false);
+        }
+        !pid_alive(self.pid)
+    }
+
+    /// Blocks until the process is gone ([`Woke::Gone`]) or `also` is readable or hung up
+    /// ([`Woke::Also`]; an EOF there is the caller's to read). Signals do not end the wait.
+    pub fn wait(&self, also: Option<std::os::fd::BorrowedFd<'_>>) -> Woke {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(fd) = &self.pidfd {
+            let mut fds = vec![fd.as_fd()];
+            fds.extend(also);
+            loop {
+                let ready = readable(&fds, None);
+                if ready.first().copied().unwrap_or(false) {
+                    return Woke::Gone;
+                }
+                if ready.get(1).copied().unwrap_or(false) {
+                    return Woke::Also;
+                }
+            }
+        }
+        let mut every = std::time::Duration::from_millis(1);
+        loop {
+            if self.gone() {
+                return Woke::Gone;
+            }
+            let fds: Vec<_> = also.into_iter().collect();
+            if readable(&fds, Some(every)).first().copied().unwrap_or(false) {
+                return Woke::Also;
+            }
+            every = (every * 2).min(Self::FALLBACK_EVERY);
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use std::os::fd::AsFd;
+
+/// poll(2) for input (or hang-up) on `fds` until one is ready or `timeout` (None: no
+/// limit); which ones are. An interrupted poll (a signal) answers "none yet".
+fn readable(fds: &[std::os::fd::BorrowedFd<'_>], timeout: Option<std::time::Duration>) -> Vec<bool> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
+    let timeout = timeout.and_then(|t| rustix::event::Timespec::try_from(t).ok());
+    if fds.is_empty() {
+        // Nothing to wait on but time: poll with no descriptor is a plain, signal-safe sleep.
+        let _ = rustix::event::poll(&mut polled, timeout.as_ref());
+        return Vec::new();
+    }
+    match rustix::event::poll(&mut polled, timeout.as_ref()) {
+        Ok(_) => polled.iter().map(|p| !p.revents().is_empty()).collect(),
+        Err(_) => vec![false; fds.len()],
     }
 }
 
@@ -202,6 +331,45 @@ mod tests {
         interrupt(child.id());
         assert_eq!(child.wait().unwrap().signal(), Some(2));
         interrupt(0); // names no process: nothing happens
+    }
+
+    /// The watch wakes when the process ends (a zombie: not waited for) and when the other
+    /// descriptor's peer closes, and says which.
+    #[test]
+    fn a_watch_wakes_at_the_end_of_the_process_or_at_an_eof() {
+        watch_wakes(ExitWatch::new);
+    }
+
+    /// The same where no pidfd can be had (macOS): it looks, still woken at once by an EOF.
+    #[test]
+    fn a_polling_watch_wakes_at_the_end_of_the_process_or_at_an_eof() {
+        watch_wakes(ExitWatch::polling);
+    }
+
+    fn watch_wakes(new: fn(u32) -> ExitWatch) {
+        use std::os::fd::AsFd;
+        let mut child = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
+        let watch = new(child.id());
+        assert!(!watch.gone(), "it runs");
+        assert_eq!(watch.wait(None), Woke::Gone);
+        assert!(watch.gone());
+        assert!(child.try_wait().unwrap().is_some(), "it had exited");
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let watch = new(child.id());
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(theirs);
+        });
+        assert_eq!(watch.wait(Some(ours.as_fd())), Woke::Also, "the peer closed while the process lives");
+        closer.join().unwrap();
+        assert!(!watch.gone());
+        child.kill().unwrap();
+        assert_eq!(watch.wait(None), Woke::Gone);
+        let _ = child.wait();
+        // A process that is gone before the watch begins.
+        assert!(new(4_000_000_000).gone());
+        assert_eq!(new(4_000_000_000).wait(None), Woke::Gone);
     }
 
     #[test]

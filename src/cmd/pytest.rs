@@ -150,8 +150,9 @@ pub fn run(args: &PytestArgs, out: &mut dyn Write) -> Result<Outcome> {
 
 /// The launcher's own child under the early controller ([`session::launch_early`]): probe,
 /// plan and sync for the pytest `pid` (the launcher, exec'd), hand it the workers on the
-/// socket that is this process's stdin, then keep the run trees' leases until it exits and
-/// remove the trees (what `release --wait-pid` does otherwise). On an error it says why on
+/// socket that is this process's stdin, then keep the run trees' leases until it exits (its
+/// end of that connection closing says so at once) and remove the trees (what
+/// `release --wait-pid` does otherwise). On an error it says why on
 /// stderr and hands over the exit code instead. If pytest goes first (its own usage error,
 /// `--version`, a signal), the sync stops as on Ctrl-C, giving the locks back, without a word.
 fn prepare_for_pytest(opts: &session::CloudOptions, pytest_args: &[String], pid: u32) -> Result<Outcome> {
@@ -166,19 +167,18 @@ fn prepare_for_pytest(opts: &session::CloudOptions, pytest_args: &[String], pid:
     let handed = Arc::new(AtomicBool::new(false));
     {
         let (gone, handed, socket) = (gone.clone(), handed.clone(), socket.clone());
-        // pytest is our parent: when it ends we are re-parented at once.
+        // pytest is our parent: its end (before the hand-over) stops the preparation.
+        let watch = crate::machine::ExitWatch::of_parent(pid);
         std::thread::spawn(move || {
-            while !handed.load(Ordering::SeqCst) {
-                if std::os::unix::process::parent_id() != pid {
-                    gone.store(true, Ordering::SeqCst);
-                    crate::interrupt::request();
-                    // Wakes the accept below, should it be waiting for a pytest that is gone.
-                    if let Some(s) = &socket {
-                        let _ = UnixStream::connect(s);
-                    }
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
+            watch.wait(None);
+            if handed.load(Ordering::SeqCst) {
+                return;
+            }
+            gone.store(true, Ordering::SeqCst);
+            crate::interrupt::request();
+            // Wakes the accept below, should it be waiting for a pytest that is gone.
+            if let Some(s) = &socket {
+                let _ = UnixStream::connect(s);
             }
         });
     }
@@ -195,16 +195,18 @@ fn prepare_for_pytest(opts: &session::CloudOptions, pytest_args: &[String], pid:
     if let Some(s) = &socket {
         let _ = std::fs::remove_file(s);
     }
+    // Only our side is shut: the glue keeps its end open while pytest lives, so its EOF
+    // tells the keeper below at once that pytest has ended.
     let send = |text: String| {
         if let Some(mut s) = stream.as_ref() {
             let _ = s.write_all(text.as_bytes());
-            let _ = s.shutdown(std::net::Shutdown::Both);
+            let _ = s.shutdown(std::net::Shutdown::Write);
         }
     };
     match prepared {
         Ok(session) => {
             send(session::handover_document(&session));
-            crate::cmd::release::keep_and_release(&session.sync, Some(pid), opts.quiet)
+            crate::cmd::release::keep_and_release(&session.sync, Some(pid), stream.as_ref(), opts.quiet)
         }
         Err(e) => {
             // A Ctrl-C reaches our local helpers too (a python asked about the venv, killed by

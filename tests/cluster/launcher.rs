@@ -659,3 +659,63 @@ fn every_node_dropped_at_sync_exits_69_with_our_error_and_no_pytest_output() {
         let _ = c.ssh(&alias, &format!("rm -rf {chdir}"));
     }
 }
+
+/// The launcher's child keeps the run trees while pytest lives and removes them when it ends,
+/// learning of its end from the hand-over connection the glue holds open (EOF) and the pid.
+/// An EOF while pytest still lives (the glue's end closed early) must not end the trees: the
+/// tests that run after it still find their tree, and it is gone once the output closes. A
+/// pytest that exits the moment it has its workers leaves nothing either.
+#[test]
+fn the_run_trees_live_as_long_as_pytest_whatever_closes_the_hand_over_first() {
+    let c = Cluster::shared();
+    let ex = Example::new();
+    let tag = format!("pc-link-{}", std::process::id());
+    let conftest = std::fs::read_to_string(ex.root().join("conftest.py")).unwrap_or_default();
+    let hook = format!(
+        "import os\n\n\
+         def pytest_configure(config):\n    \
+             if hasattr(config, 'workerinput'):\n        \
+                 return\n    \
+             import pytest_cloud_glue\n    \
+             if os.environ.get('PC_TEST_CLOSE_LINK'):\n        \
+                 for link in pytest_cloud_glue._HANDOVER_LINK:\n            \
+                     link.close()\n    \
+             if os.environ.get('PC_TEST_EXIT_AT_ONCE'):\n        \
+                 os._exit(3)\n\n"
+    );
+    std::fs::write(ex.root().join("conftest.py"), format!("{hook}{conftest}")).unwrap();
+    // Each test notes its run tree, waits past the keeper's EOF and checks the tree is still there.
+    std::fs::write(
+        ex.root().join("tests/test_tree.py"),
+        format!(
+            "import os, time, pytest\n\n\
+             @pytest.mark.parametrize('i', range(4))\n\
+             def test_tree_outlives_the_link(i):\n    \
+                 open('/tmp/{tag}-' + str(i), 'w').write(os.getcwd())\n    \
+                 time.sleep(1.5)\n    \
+                 assert os.path.isfile(os.path.join(os.getcwd(), 'tests', 'test_tree.py'))\n"
+        ),
+    )
+    .unwrap();
+    let chdir = format!("pc_link_{}", std::process::id());
+    let args = ["tests/test_tree.py", "--cloud-chdir", chdir.as_str()];
+    let out = cloud_command(&ex, &c, &args).env("PC_TEST_CLOSE_LINK", "1").output().unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "the trees outlived the closed link:\n{all}");
+    let trees: BTreeSet<String> = (0..4).map(|i| std::fs::read_to_string(format!("/tmp/{tag}-{i}")).unwrap()).collect();
+    for t in &trees {
+        assert!(t.contains(".pytest-cloud-runs/"), "a run tree: {t}");
+        assert!(!std::path::Path::new(t).exists(), "{t} is gone once the output closed:\n{all}");
+    }
+    for i in 0..4 {
+        let _ = std::fs::remove_file(format!("/tmp/{tag}-{i}"));
+    }
+    let out = cloud_command(&ex, &c, &args).env("PC_TEST_EXIT_AT_ONCE", "1").output().unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(3), "pytest's own exit:\n{all}");
+    for a in c.aliases() {
+        let left = String::from_utf8_lossy(&c.ssh(&a, &format!("ls -A {chdir}.pytest-cloud-runs")).stdout).into_owned();
+        assert_eq!(left.trim(), ".pytest-cloud-runs", "{a}: only the marker is left once the output closed:\n{all}");
+        let _ = c.ssh(&a, &format!("rm -rf {chdir} {chdir}.pytest-cloud-runs"));
+    }
+}

@@ -120,6 +120,8 @@ def _install_forwarding() -> Any:
 
 
 _SIGINT_BEFORE_HANDOVER = _install_forwarding()
+#: The hand-over connection, held open until pytest exits (see receive_handover).
+_HANDOVER_LINK: list[Any] = []
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -157,14 +159,19 @@ def receive_handover(config: pytest.Config) -> None:
     if _SIGINT_BEFORE_HANDOVER is not None:
         previous = _SIGINT_BEFORE_HANDOVER
     chunks: list[bytes] = []
+    link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(path)
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
+        link.connect(path)
+        while True:
+            data = link.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+        # Kept open for the life of this process (the processes it starts do not inherit it,
+        # PEP 446): the launcher's child, which holds the run trees on the nodes, sees its
+        # EOF the moment pytest exits and removes them at once (a fork that still holds it
+        # delays nothing: the child also watches pytest's pid).
+        _HANDOVER_LINK.append(link)
     except OSError as exc:
         sys.stderr.write(f"pytest-cloud: error: no hand-over from the launcher at {path}: {exc}\n")
         sys.stderr.flush()
