@@ -177,26 +177,43 @@ impl Cmd {
     /// what it wrote (also when it was killed at the deadline). Only a failure to start is an
     /// `Err`.
     pub fn output(&self) -> Result<Output, Error> {
-        self.run(None, Duration::MAX, &mut |_| {})
+        self.run(None, Duration::MAX, &mut |_| false)
     }
 
     /// Like [`output`](Self::output), but calls `tick` with the child's pids about every `every`
     /// while it runs: to read progress from files the child writes, or to pass an interrupt on.
     /// The deadline still applies.
     pub fn output_polling(&self, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
-        self.run(None, every, tick)
+        self.run(None, every, &mut |pids| {
+            tick(pids);
+            false
+        })
+    }
+
+    /// Like [`output`](Self::output), but once `after` has passed with the child still
+    /// running, asks `cut` (once): if it says so, the child is killed then, as at its deadline
+    /// ([`Status::TimedOut`]). For a deadline that depends on what is learnt meanwhile
+    /// (a node whose connection turns out to be gone is given less time), at no cost to a
+    /// child that ends before `after`.
+    pub fn output_or_cut(&self, after: Duration, cut: &mut dyn FnMut() -> bool) -> Result<Output, Error> {
+        let mut asked = false;
+        self.run(None, after, &mut |_| !std::mem::replace(&mut asked, true) && cut())
     }
 
     /// Like [`output_polling`](Self::output_polling), with the child's stdin read from `input`:
     /// the read end of a pipe whose write end the caller feeds (from another thread) and then
     /// drops, which is the child's end of input.
     pub fn output_polling_from(&self, input: std::io::PipeReader, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
-        self.run(Some(input), every, tick)
+        self.run(Some(input), every, &mut |pids| {
+            tick(pids);
+            false
+        })
     }
 
     /// Blocks in duct's `wait_deadline` until the child ends, the next tick or the deadline,
-    /// whichever comes first (no sleep loop).
-    fn run(&self, input: Option<std::io::PipeReader>, every: Duration, tick: &mut dyn FnMut(&[u32])) -> Result<Output, Error> {
+    /// whichever comes first (no sleep loop). A tick that answers true ends the child as its
+    /// deadline would.
+    fn run(&self, input: Option<std::io::PipeReader>, every: Duration, tick: &mut dyn FnMut(&[u32]) -> bool) -> Result<Output, Error> {
         let start = Instant::now();
         let until = self.deadline.and_then(|d| start.checked_add(d));
         let (handle, captured) = self.start(input)?;
@@ -218,7 +235,12 @@ impl Cmd {
                 return Ok(Output { status, stdout, stderr, elapsed: start.elapsed() });
             }
             let now = Instant::now();
-            if until.is_some_and(|u| now >= u) {
+            let cut = next_tick.is_some_and(|t| now >= t) && {
+                let cut = tick(&handle.pids());
+                next_tick = Instant::now().checked_add(every);
+                cut
+            };
+            if cut || until.is_some_and(|u| now >= u) {
                 // SIGKILL to the child, then a moment for it to be reaped and for the readers
                 // to take in what is still in the pipes.
                 let _ = handle.kill();
@@ -226,10 +248,6 @@ impl Cmd {
                 let _ = handle.wait_deadline(grace);
                 let (stdout, stderr, _) = captured.collect(Some(grace));
                 return Ok(Output { status: Status::TimedOut, stdout, stderr, elapsed: start.elapsed() });
-            }
-            if next_tick.is_some_and(|t| now >= t) {
-                tick(&handle.pids());
-                next_tick = Instant::now().checked_add(every);
             }
         }
     }
@@ -361,6 +379,29 @@ mod tests {
             .unwrap();
         assert_eq!((out.status, out.stderr_trimmed()), (Status::TimedOut, "polled".to_string()));
         assert!(ticks > 0);
+    }
+
+    #[test]
+    fn a_cut_asked_after_its_time_ends_the_child_as_its_deadline_would() {
+        let cmd = Cmd::new(["sh", "-c", "echo cut-me >&2; exec sleep 30"]).deadline(Duration::from_secs(60));
+        let mut asked = 0;
+        let out = cmd.output_or_cut(Duration::from_millis(100), &mut || {
+            asked += 1;
+            true
+        });
+        let out = out.unwrap();
+        assert_eq!((out.status, out.stderr_trimmed(), asked), (Status::TimedOut, "cut-me".to_string(), 1));
+        assert!(out.elapsed < Duration::from_secs(30), "cut, not the 60 s deadline: {:?}", out.elapsed);
+        // Asked once, and a "no" lets the child finish.
+        let mut asked = 0;
+        let out = Cmd::new(["sleep", "0.3"]).output_or_cut(Duration::from_millis(50), &mut || {
+            asked += 1;
+            false
+        });
+        assert_eq!((out.unwrap().status, asked), (Status::Exited(0), 1));
+        // A child that ends first is never asked about.
+        let out = Cmd::new(["true"]).output_or_cut(Duration::from_secs(30), &mut || panic!("asked"));
+        assert!(out.unwrap().status.success());
     }
 
     #[test]

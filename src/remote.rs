@@ -59,19 +59,36 @@ pub fn with_output(what: &str, out: &Output) -> String {
 /// Runs SCRIPT (after PRELUDE, shell code such as function definitions, when not empty) on
 /// DEST as `sh -s -- WORDS...`, every word quoted for the remote shell.
 pub fn run<S: AsRef<str>>(config: &Path, dest: &Destination, prelude: &str, script: &str, words: &[S], deadline: Duration) -> Result<Reply> {
+    run_or_cut(config, dest, prelude, script, words, deadline, None)
+}
+
+/// A deadline that may be shortened: after the Duration, if the run still goes on, the
+/// function is asked (once) whether to stop it then ([`Cmd::output_or_cut`]).
+pub type Cut<'a> = Option<(Duration, &'a mut dyn FnMut() -> bool)>;
+
+fn run_or_cut<S: AsRef<str>>(config: &Path, dest: &Destination, prelude: &str, script: &str, words: &[S], deadline: Duration, cut: Cut<'_>) -> Result<Reply> {
     let mut argv_words: Vec<&str> = vec!["sh", "-s", "--"];
     argv_words.extend(words.iter().map(|w| w.as_ref()));
     let argv = ssh::command_argv(config, dest, &ssh::remote_quote(&argv_words));
     let stdin = if prelude.is_empty() { script.to_string() } else { format!("{prelude}\n{script}") };
-    let out = Cmd::new(argv).stdin(stdin).deadline(deadline).output()?;
+    let cmd = Cmd::new(argv).stdin(stdin).deadline(deadline);
+    let out = match cut {
+        None => cmd.output()?,
+        Some((after, ask)) => cmd.output_or_cut(after, ask)?,
+    };
     Ok(Reply { kv: parse_kv(&out.stdout_str()), out })
 }
 
 /// The sync node script in MODE with ARGS.
 pub fn sync_script(config: &Path, dest: &Destination, prelude: &str, mode: &str, args: &[&str], deadline: Duration) -> Result<Reply> {
+    sync_script_or_cut(config, dest, prelude, mode, args, deadline, None)
+}
+
+/// [`sync_script`] with a deadline that may be cut short ([`Cut`]).
+pub fn sync_script_or_cut(config: &Path, dest: &Destination, prelude: &str, mode: &str, args: &[&str], deadline: Duration, cut: Cut<'_>) -> Result<Reply> {
     let mut words = vec![mode];
     words.extend_from_slice(args);
-    run(config, dest, prelude, SYNC_SCRIPT, &words, deadline)
+    run_or_cut(config, dest, prelude, SYNC_SCRIPT, &words, deadline, cut)
 }
 
 /// Maps ssh's own words (exit 255) to an error kind; the message is kept verbatim beside it.

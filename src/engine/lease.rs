@@ -177,30 +177,27 @@ pub fn drop_all(config: &Path, held: &[Held], deadline: Duration) -> Vec<NodeAns
 
 fn on_all(config: &Path, held: &[Held], mode: &str, deadline: Duration) -> Vec<NodeAnswer> {
     std::thread::scope(|s| {
-        let handles: Vec<_> = held
-            .iter()
-            .map(|h| {
-                s.spawn(move || {
-                    let args = [h.base.as_str(), "", "", &h.runs, &h.id, &h.lease];
-                    match crate::remote::sync_script(config, &h.dest, "", mode, &args, deadline) {
-                        Err(e) => NodeAnswer::Failed(e.message),
-                        Ok(reply) => {
-                            if let Some((_, why)) = reply.failure("sync_node_end") {
-                                NodeAnswer::Failed(why)
-                            } else if let Some(e) = reply.get("error") {
-                                NodeAnswer::Failed(e.to_string())
-                            } else if reply.get("lease") == Some("lost") {
-                                NodeAnswer::Lost
-                            } else {
-                                NodeAnswer::Done
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
+        let handles: Vec<_> = held.iter().map(|h| s.spawn(move || on_one(config, h, mode, deadline, None))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| NodeAnswer::Failed("panicked".into()))).collect()
     })
+}
+
+fn on_one(config: &Path, h: &Held, mode: &str, deadline: Duration, cut: crate::remote::Cut<'_>) -> NodeAnswer {
+    let args = [h.base.as_str(), "", "", &h.runs, &h.id, &h.lease];
+    match crate::remote::sync_script_or_cut(config, &h.dest, "", mode, &args, deadline, cut) {
+        Err(e) => NodeAnswer::Failed(e.message),
+        Ok(reply) => {
+            if let Some((_, why)) = reply.failure("sync_node_end") {
+                NodeAnswer::Failed(why)
+            } else if let Some(e) = reply.get("error") {
+                NodeAnswer::Failed(e.to_string())
+            } else if reply.get("lease") == Some("lost") {
+                NodeAnswer::Lost
+            } else {
+                NodeAnswer::Done
+            }
+        }
+    }
 }
 
 /// How long the first renewal can wait: until [`RENEW_EVERY`] after the oldest of the leases
@@ -223,39 +220,40 @@ pub fn first_renewal_in(held: &[Held], now_unix: u64) -> Duration {
 /// Runs `f` while a thread renews the leases every [`RENEW_EVERY`] (the first time when
 /// [`first_renewal_in`] says), so that nothing removes the trees under it. A lost lease is said on stderr. Returns `f`'s
 /// value and which nodes answered the last renewal (a node that did not may be lost: its
-/// release is then given less time).
+/// release is then given less time). The thread waits on a channel between renewals, so the
+/// end of `f` ends it at once (unless a renewal is under way, which is waited for: a touch
+/// after the drop would leave a lease behind).
 pub fn renewing<T>(config: &Path, held: &[Held], quiet: bool, f: impl FnOnce() -> T) -> (T, Vec<bool>) {
     let answered = std::sync::Mutex::new(vec![true; held.len()]);
     if held.is_empty() {
         return (f(), Vec::new());
     }
-    let stop = std::sync::atomic::AtomicBool::new(false);
     let out = std::thread::scope(|s| {
-        s.spawn(|| {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let answered = &answered;
+        s.spawn(move || {
             let mut said = vec![false; held.len()];
             let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let mut next = std::time::Instant::now() + first_renewal_in(held, now_unix);
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if std::time::Instant::now() >= next {
-                    next = std::time::Instant::now() + RENEW_EVERY;
-                    let answers = renew_all(config, held, Duration::from_secs(20));
-                    let mut ok = answered.lock().unwrap_or_else(|p| p.into_inner());
-                    for (i, a) in answers.into_iter().enumerate() {
-                        ok[i] = !matches!(a, NodeAnswer::Failed(_));
-                        if a == NodeAnswer::Lost && !said[i] && !quiet {
-                            said[i] = true;
-                            eprintln!(
-                                "pytest-cloud: {}: warning: the lease of {}/{} was taken over (not renewed in time); a later run may have removed that tree",
-                                held[i].node, held[i].runs, held[i].id
-                            );
-                        }
+            // Timeout: time to renew; anything else is the end of `f` (the sender dropped).
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(next.saturating_duration_since(std::time::Instant::now())) {
+                next = std::time::Instant::now() + RENEW_EVERY;
+                let answers = renew_all(config, held, Duration::from_secs(20));
+                let mut ok = answered.lock().unwrap_or_else(|p| p.into_inner());
+                for (i, a) in answers.into_iter().enumerate() {
+                    ok[i] = !matches!(a, NodeAnswer::Failed(_));
+                    if a == NodeAnswer::Lost && !said[i] && !quiet {
+                        said[i] = true;
+                        eprintln!(
+                            "pytest-cloud: {}: warning: the lease of {}/{} was taken over (not renewed in time); a later run may have removed that tree",
+                            held[i].node, held[i].runs, held[i].id
+                        );
                     }
                 }
-                std::thread::sleep(Duration::from_millis(100));
             }
         });
         let out = f();
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(stop);
         out
     });
     (out, answered.into_inner().unwrap_or_else(|p| p.into_inner()))
@@ -264,38 +262,51 @@ pub fn renewing<T>(config: &Path, held: &[Held], quiet: bool, f: impl FnOnce() -
 /// How long the release of a node that may be lost is given.
 pub const LOST_NODE_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Releases every tree: nodes that answered their last renewal get `deadline`, the others
-/// [`LOST_NODE_DEADLINE`] (a node that is gone cannot be cleaned now; a later run reaps its
-/// tree). A node whose shared ssh connection is gone (`ssh -O check`) counts as not
-/// answering though it answered the last renewal: it was lost since (a node killed mid-run),
-/// and its failure says so.
+/// Releases every tree, all nodes at once: nodes that answered their last renewal get
+/// `deadline`, the others [`LOST_NODE_DEADLINE`] (a node that is gone cannot be cleaned now;
+/// a later run reaps its tree). A node lost since its last renewal (killed mid-run) is one
+/// whose shared ssh connection is gone (`ssh -O check`): that is asked only of a drop still
+/// running at [`LOST_NODE_DEADLINE`] (then cut there if so) or one that failed, never of the
+/// drops that answer, so the check adds nothing to a release that goes well; a failure says
+/// that the connection was gone.
 pub fn drop_answered(config: &Path, held: &[Held], answered: &[bool], deadline: Duration) -> Vec<NodeAnswer> {
-    let gone: Vec<Option<String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = held
+    std::thread::scope(|s| {
+        let handles: Vec<_> = held
             .iter()
             .enumerate()
-            .map(|(i, h)| s.spawn(move || if answered.get(i).copied().unwrap_or(true) { crate::ssh::master_gone(config, &h.dest) } else { None }))
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or(None)).collect()
-    });
-    let (live, dead): (Vec<usize>, Vec<usize>) = (0..held.len()).partition(|&i| answered.get(i).copied().unwrap_or(true) && gone[i].is_none());
-    let pick = |ix: &[usize]| ix.iter().map(|&i| held[i].clone()).collect::<Vec<_>>();
-    let mut out = vec![NodeAnswer::Done; held.len()];
-    std::thread::scope(|s| {
-        let a = s.spawn(|| drop_all(config, &pick(&live), deadline));
-        let b = s.spawn(|| drop_all(config, &pick(&dead), LOST_NODE_DEADLINE));
-        for (ix, answers) in [(&live, a.join()), (&dead, b.join())] {
-            for (&i, ans) in ix.iter().zip(answers.unwrap_or_default()) {
-                out[i] = match (ans, &gone[i]) {
-                    (NodeAnswer::Failed(why), Some(g)) => {
-                        NodeAnswer::Failed(format!("its shared ssh connection was gone ({g}), so it was given {} s: {why}", LOST_NODE_DEADLINE.as_secs()))
+            .map(|(i, h)| {
+                s.spawn(move || {
+                    if !answered.get(i).copied().unwrap_or(true) {
+                        return on_one(config, h, "drop", LOST_NODE_DEADLINE, None);
                     }
-                    (a, _) => a,
-                };
-            }
-        }
-    });
-    out
+                    // None: not asked (the drop ended within LOST_NODE_DEADLINE).
+                    let mut gone: Option<Option<String>> = None;
+                    let mut ask = || {
+                        let g = crate::ssh::master_gone(config, &h.dest);
+                        let cut = g.is_some();
+                        gone = Some(g);
+                        cut
+                    };
+                    let answer = on_one(config, h, "drop", deadline, Some((LOST_NODE_DEADLINE, &mut ask)));
+                    let NodeAnswer::Failed(why) = answer else { return answer };
+                    let secs = LOST_NODE_DEADLINE.as_secs();
+                    NodeAnswer::Failed(match gone {
+                        Some(Some(g)) => format!("its shared ssh connection was gone ({g}), so it was given {secs} s: {why}"),
+                        None => match crate::ssh::master_gone(config, &h.dest) {
+                            Some(g) => format!("its shared ssh connection was gone ({g}), so it was given {secs} s: {why}"),
+                            None => why,
+                        },
+                        // Alive at LOST_NODE_DEADLINE: it had the full deadline.
+                        Some(None) => match crate::ssh::master_gone(config, &h.dest) {
+                            Some(g) => format!("its shared ssh connection was lost during the drop ({g}): {why}"),
+                            None => why,
+                        },
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| NodeAnswer::Failed("panicked".into()))).collect()
+    })
 }
 
 #[cfg(test)]

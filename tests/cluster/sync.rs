@@ -669,6 +669,38 @@ fn release(doc: &str) {
     assert!(out.status.success(), "release: {}", text(&out.stderr));
 }
 
+/// A release whose drops answer asks no node's shared connection whether it is still there
+/// (`ssh -O check` is for a drop that fails or is still running at the lost node's deadline,
+/// engine::lease::drop_answered), so it costs the release nothing, and every run tree goes.
+/// What ssh is asked is seen through an `ssh` first on PATH that notes its arguments and runs
+/// the real one.
+#[test]
+fn a_release_whose_drops_answer_checks_no_connection_and_removes_every_tree() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = Cluster::shared();
+    let project = Project::new(false);
+    let plan = plan(&cluster, &project, "node1 node2", "pc_release_check");
+    let s = sync(&plan, &["--rsync-bandwidth-limit", "0"]);
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    let spy = tempfile::tempdir().unwrap();
+    let log = spy.path().join("ssh.log");
+    let real = pytest_cloud::proc::on_path("ssh").expect("ssh on PATH");
+    let ssh = spy.path().join("ssh");
+    write(&ssh, &format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), real.display()));
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", spy.path().display(), std::env::var("PATH").unwrap_or_default());
+    let out = pipe(Command::new(bin()).arg("release").env("PATH", path), s.stdout.as_bytes());
+    assert!(out.status.success(), "release: {}", text(&out.stderr));
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(calls.lines().filter(|l| l.contains(" drop ")).count(), 2, "one drop per node:\n{calls}");
+    assert!(!calls.contains("-O check"), "no connection check for drops that answered:\n{calls}");
+    for alias in ["node1", "node2"] {
+        let tree = node(&s.doc, alias)["remote_dir"].as_str().unwrap().to_string();
+        assert!(tree.contains(".pytest-cloud-runs/"), "{tree}");
+        assert!(!exists_on_node(&cluster, alias, &tree), "{alias}: {tree} removed");
+    }
+}
+
 /// Issue 18: a no-change re-sync is one round trip per node (no rsync, no finish: the
 /// document says `transfer: skipped`); every kind of change takes the full path and arrives.
 #[test]
