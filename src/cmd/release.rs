@@ -77,8 +77,8 @@ fn keep_while_alive(pid: u32, link: Option<&UnixStream>, config: &std::path::Pat
 
 /// Blocks until the watched process is gone, woken at once by an EOF on `link`. The kernel
 /// closes a process's descriptors a moment before it counts as exited, so an EOF is followed
-/// by the watch's own wait (a blocking one on Linux). An EOF while it still lives (its end
-/// closed early, or held by nothing more) leaves the watch alone to wait.
+/// by the watch's own wait (a blocking one on Linux). An EOF while it still lives (the glue
+/// closed its end early) leaves the watch alone to wait.
 fn wait_for_end(watch: &ExitWatch, link: Option<&UnixStream>) {
     use std::os::fd::AsFd;
     let mut link = link;
