@@ -9,14 +9,20 @@ pub fn local_uid() -> u32 {
     crate::machine::uid()
 }
 
-/// The local user name for the uid (`id -un` consults NSS, unlike reading /etc/passwd).
+/// The local user name for the uid (`id -un` consults NSS, unlike reading /etc/passwd),
+/// asked once per process (the default chdir, the lock's holder line and the lease line all
+/// name it).
 pub fn local_user() -> String {
-    crate::proc::Cmd::new(["id", "-un"])
-        .checked()
-        .ok()
-        .map(|o| o.stdout_str().trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("uid{}", local_uid()))
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        crate::proc::Cmd::new(["id", "-un"])
+            .checked()
+            .ok()
+            .map(|o| o.stdout_str().trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("uid{}", local_uid()))
+    })
+    .clone()
 }
 
 /// pytest's rootdir rules, simplified to what decides the directory to sync: the nearest

@@ -43,7 +43,8 @@ pub fn report(plan: &Plan, quiet: bool) {
     }
 }
 
-/// Fills in defaults: chdir from the project root, the virtualenv by detection, the python.
+/// Fills in defaults: chdir from the project root, the virtualenv by detection, the python
+/// (else the first the probe asked for).
 pub fn resolve_options(
     root: &Path,
     mem_per_process_mb: Option<u64>,
@@ -53,13 +54,28 @@ pub fn resolve_options(
     virtualenv_path: Option<&Path>,
     inventory: &Inventory,
 ) -> Result<PlanOptions> {
+    let asked = inventory.pythons_asked.first().map(String::as_str);
+    resolve_options_asked(root, mem_per_process_mb, max_processes, python, chdir, virtualenv_path, asked)
+}
+
+/// [`resolve_options`] before the probe, from the first interpreter it will ask for: all it
+/// reads of the inventory (the launcher knows it up front).
+pub fn resolve_options_asked(
+    root: &Path,
+    mem_per_process_mb: Option<u64>,
+    max_processes: Option<u32>,
+    python: Option<String>,
+    chdir: Option<String>,
+    virtualenv_path: Option<&Path>,
+    first_asked: Option<&str>,
+) -> Result<PlanOptions> {
     let chdir = chdir.unwrap_or_else(|| project::default_chdir(root));
     project::validate_chdir(&chdir)?;
     let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
     let venv = project::find_venv(root, virtualenv_path, virtual_env.as_deref())?;
     let python_pinned = python.is_some();
     let python = python
-        .or_else(|| inventory.pythons_asked.first().cloned())
+        .or_else(|| first_asked.map(String::from))
         .unwrap_or_else(|| crate::options::DEFAULT_PYTHON.into());
     Ok(PlanOptions {
         mem_per_process_mb,

@@ -5,7 +5,7 @@
 use super::say;
 use crate::error::{Error, Exit, Outcome, Result, one_line};
 use crate::project;
-use crate::engine::sync::{self, Fanout, SyncEvent, SyncOptions};
+use crate::engine::sync::{self, SyncEvent};
 use crate::schema::{self, Plan, PlannedNode, Session, SyncDoc, XdistArgs};
 use crate::ssh::{self, SshSettings};
 use std::io::Write;
@@ -159,9 +159,6 @@ pub fn prepare_with(setup: LocalSetup, opts: &CloudOptions, pytest_args: &[Strin
     let mut timings = std::collections::BTreeMap::new();
     let LocalSetup { nodes, root, venv, local_python, settings } = setup;
     say(quiet, format!("pytest-cloud: project {} (virtualenv {}: {})", root.display(), venv.rel.display(), venv.why));
-    // GNU parallel (sync's fan-out) takes 0.1-0.5 s of CPU to start: start it now, so that it
-    // is ready when the probe and the pre-flights are done. It runs nothing until sync
-    // feeds it a node that passed its pre-flight; if it cannot start, sync says why later.
     let mut sync_opts = sync_options(opts);
     // The run trees' leases are held by the process that lives as long as the run: pytest,
     // which is this process after exec, or the plugin's pytest that asked for a session.
@@ -170,33 +167,44 @@ pub fn prepare_with(setup: LocalSetup, opts: &CloudOptions, pytest_args: &[Strin
     sync_opts.lease_pid = lease_pid;
     sync_opts.lease_ttl_min = crate::engine::lease::PROCESS_TTL_MIN;
     sync_opts.venv = Some(venv.rel.to_string_lossy().into_owned());
-    let fanout = Fanout::start(&root, &settings, &nodes, &sync_opts).ok();
-    let t = Instant::now();
     let pythons = probe_pythons(opts.python.as_deref(), &root.join(&venv.rel));
-    let deadline = std::time::Duration::from_secs(settings.connect_timeout_s + 15);
-    let inventory = crate::engine::probe::probe_nodes(&nodes, &settings, &pythons, deadline, &|_| {})?;
-    timings.insert("probe".to_string(), t.elapsed().as_millis() as u64);
-
+    // The plan's options read of the inventory only the first interpreter the probe asks for,
+    // so they are known now; so is everything the sync does locally (sync::prepare: the local
+    // facts, the tools, the manifest walk and, when the tree changed, GNU parallel starting),
+    // which runs on its own thread while the probe waits for the nodes.
     let t = Instant::now();
-    let venv_rel = venv.rel.clone();
-    let options = crate::engine::plan::resolve_options(
+    let options = crate::engine::plan::resolve_options_asked(
         &root,
         opts.mem_per_process_mb,
         opts.max_processes,
         opts.python.clone(),
         opts.chdir.clone(),
-        Some(&root.join(&venv_rel)),
-        &inventory,
+        Some(&root.join(&venv.rel)),
+        pythons.first().map(String::as_str),
     )?;
+    let mut plan_ms = t.elapsed().as_millis() as u64;
+    let t = Instant::now();
+    let deadline = std::time::Duration::from_secs(settings.connect_timeout_s + 15);
+    let source = root.display().to_string();
+    let (inventory, prepared) = std::thread::scope(|s| {
+        let prepared = s.spawn(|| sync::prepare(&source, &options, &settings, &nodes, &sync_opts, true));
+        let inventory = crate::engine::probe::probe_nodes(&nodes, &settings, &pythons, deadline, &|_| {});
+        (inventory, prepared.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    });
+    let inventory = inventory?;
+    timings.insert("probe".to_string(), t.elapsed().as_millis() as u64);
+
+    let t = Instant::now();
     let (plan, _) = crate::engine::plan::make_plan(&inventory, options, &root);
-    timings.insert("plan".to_string(), t.elapsed().as_millis() as u64);
+    plan_ms += t.elapsed().as_millis() as u64;
+    timings.insert("plan".to_string(), plan_ms);
     if plan.nodes.is_empty() {
         crate::engine::plan::report(&plan, false);
         return Err(Error::new(Exit::NoNodes, "no node is left to run tests on"));
     }
 
     let t = Instant::now();
-    let synced = sync_for_launcher(&plan, &sync_opts, fanout, quiet)?;
+    let synced = sync_for_launcher(&plan, prepared, quiet)?;
     timings.insert("sync".to_string(), t.elapsed().as_millis() as u64);
     if keeper_here {
         start_keeper(&synced, lease_pid, opts.prepare);
@@ -331,13 +339,13 @@ fn sync_options(opts: &CloudOptions) -> crate::engine::sync::SyncOptions {
     sync_opts
 }
 
-fn sync_for_launcher(plan: &Plan, sync_opts: &SyncOptions, fanout: Option<Fanout>, quiet: bool) -> Result<SyncDoc> {
+fn sync_for_launcher(plan: &Plan, prepared: sync::Prepared, quiet: bool) -> Result<SyncDoc> {
     let progress = |e: &SyncEvent| match e {
         SyncEvent::Info(line) => say(quiet, format!("pytest-cloud: {line}")),
         SyncEvent::Waiting { node, holder } => say(quiet, format!("pytest-cloud: {node}: waiting for the lock held by {holder}")),
         _ => {}
     };
-    sync::sync_plan_with(plan, sync_opts, &progress, fanout)
+    sync::sync_prepared(plan, prepared, &progress)
 }
 
 /// Starts `pytest-cloud release --wait-pid PID` beside the run: it renews the run trees' leases

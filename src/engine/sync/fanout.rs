@@ -2,11 +2,12 @@
 //! passes its pre-flight.
 
 use super::local::{Local, check_local_tools};
+use super::prepared::Transfer;
 use super::node::{NodeRun, preflight};
 use super::{SyncEvent, SyncOptions};
 use crate::error::{Error, Result};
 use crate::schema::ErrorKind;
-use crate::ssh::{self, Destination};
+use crate::ssh;
 use crate::{interrupt, parallel, rsync};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ pub(super) struct FanoutKey {
 }
 
 impl FanoutKey {
-    fn new(root: &Path, config: &Path, opts: &SyncOptions) -> FanoutKey {
+    pub(super) fn new(root: &Path, config: &Path, opts: &SyncOptions) -> FanoutKey {
         let ignore = root.join(rsync::IGNORE_FILE);
         let ignore_file = ignore.is_file().then_some(ignore);
         let spec = rsync::RsyncSpec {
@@ -47,11 +48,11 @@ impl FanoutKey {
 }
 
 /// GNU parallel running rsync, started before the nodes are ready for it: a perl program that
-/// takes 0.1-0.5 s to start, which this overlaps with the pre-flights (and, from the launcher,
-/// with the probe). Its jobs are lines on its stdin, one per node, written when that node
+/// takes 0.1-0.5 s to start, which this overlaps with the pre-flights (and, from the launcher
+/// when the tree changed, with the probe: super::prepared). Its jobs are lines on its stdin, one per node, written when that node
 /// passed its pre-flight (`{}` is the line, the destination); nothing reaches a node before.
 /// Dropped unused, it gets the end of its input and exits having run nothing.
-pub struct Fanout {
+pub(super) struct Fanout {
     pub(super) key: FanoutKey,
     pub(super) jobs: usize,
     pub(super) tmp: Option<tempfile::TempDir>,
@@ -65,15 +66,8 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// For the launcher: a Fanout for syncing the project at `root` to some of `nodes` (those
-    /// the probe and plan keep) with these ssh settings and options.
-    pub fn start(root: &Path, settings: &ssh::SshSettings, nodes: &[Destination], opts: &SyncOptions) -> Result<Fanout> {
-        let config = ssh::write_config(settings, nodes)?;
-        let jobs = opts.max_processes.map(|m| m as usize).unwrap_or(nodes.len()).min(nodes.len());
-        Fanout::start_with(FanoutKey::new(root, &config, opts), jobs)
-    }
-
-    fn start_with(key: FanoutKey, jobs: usize) -> Result<Fanout> {
+    /// Starts GNU parallel for `jobs` rsyncs at once of the transfer `key`.
+    pub(super) fn start_with(key: FanoutKey, jobs: usize) -> Result<Fanout> {
         check_local_tools()?;
         let tmp = tempfile::Builder::new()
             .prefix("sync-")
@@ -165,7 +159,7 @@ impl Drop for Fanout {
 pub(super) fn preflight_and_transfer(
     runs: &mut [NodeRun],
     pool: &rayon::ThreadPool,
-    config: &Path,
+    transfer: Option<&Transfer>,
     local: &Local,
     opts: &SyncOptions,
     ssh_deadline: Duration,
@@ -173,24 +167,22 @@ pub(super) fn preflight_and_transfer(
     given: Option<Fanout>,
 ) -> Result<()> {
     let candidates = runs.iter().filter(|r| r.alive()).count();
-    if candidates == 0 {
-        return Ok(());
-    }
-    let key = FanoutKey::new(&local.root, config, opts);
+    let Some(transfer) = transfer.filter(|_| candidates > 0) else { return Ok(()) };
+    let (config, key) = (transfer.config.as_path(), &transfer.key);
     let needed = opts.max_processes.map(|m| m as usize).unwrap_or(candidates).min(candidates);
-    // A Fanout started for this very transfer (the launcher's) is used; otherwise one is started
-    // when the first node needs rsync, so a sync whose nodes all take the fast path never starts
-    // GNU parallel (a perl program: 0.1-0.5 s of CPU beside the pre-flights).
+    // A Fanout started for this very transfer (the launcher's, when the tree changed) is used;
+    // otherwise one is started when the first node needs rsync, so a sync whose nodes all take
+    // the fast path never starts GNU parallel (a perl program: 0.1-0.5 s of CPU beside the
+    // pre-flights).
     let given = match given {
-        Some(f) if f.key == key && f.jobs >= needed => Some(f),
+        Some(f) if f.key == *key && f.jobs >= needed => Some(f),
         other => {
             drop(other);
             None
         }
     };
-    let manifest = super::fast::manifest(local, &key.rules, &key.rsync_options).map(std::sync::Arc::new);
     for r in runs.iter_mut() {
-        r.manifest = manifest.clone();
+        r.manifest = transfer.manifest.clone();
     }
     let cell: Mutex<(Option<Fanout>, Option<String>)> = Mutex::new((given, None));
     pool.install(|| {
@@ -315,6 +307,7 @@ pub(super) fn preflight_and_transfer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ssh::Destination;
 
     #[test]
     fn a_fanout_started_from_the_command_line_fits_the_transfer_of_its_plan() {

@@ -35,9 +35,9 @@ pub const TRANSFER_SKIPPED: &str = "skipped";
 /// The manifest digest of this sync's transfer, or None (no fast path) when the tree cannot be
 /// read. `rsync_options` are rsync's as the fan-out runs it; those that do not change what
 /// arrives (bandwidth, progress, the filter file's and ssh's paths, the timeout) are left out.
-pub(super) fn manifest(local: &Local, rules: &[String], rsync_options: &[String]) -> Option<crate::manifest::Manifest> {
-    let root = local.root.display().to_string();
-    let mut context: Vec<&str> = vec![&local.hostname, &root];
+pub(super) fn manifest(hostname: &str, root: &Path, rules: &[String], rsync_options: &[String]) -> Option<crate::manifest::Manifest> {
+    let root_s = root.display().to_string();
+    let mut context: Vec<&str> = vec![hostname, &root_s];
     let mut skip_next = false;
     for o in rsync_options {
         if std::mem::take(&mut skip_next) {
@@ -52,7 +52,7 @@ pub(super) fn manifest(local: &Local, rules: &[String], rsync_options: &[String]
             context.push(o);
         }
     }
-    crate::manifest::manifest(&local.root, rules, &context, true)
+    crate::manifest::manifest(root, rules, &context, true)
 }
 
 /// What the node's stamp holds after a complete sync of this tree, for this node.

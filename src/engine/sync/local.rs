@@ -2,10 +2,10 @@
 //! filters, the cipher (`ssh -Q cipher`), the virtualenv and its editable installs, develop
 //! eggs, and that rsync and GNU parallel are here.
 
-use super::{SyncEvent, SyncOptions};
+use super::SyncOptions;
 use crate::error::{Error, Result};
 use crate::proc::Cmd;
-use crate::schema::Plan;
+use crate::schema::PlanOptions;
 use crate::engine::lease;
 use crate::{project, rsync, venv};
 use std::path::{Path, PathBuf};
@@ -41,28 +41,33 @@ pub(super) struct LocalVenv {
 }
 
 
-pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync)) -> Result<Local> {
-    let info = |s: String| progress(&SyncEvent::Info(s));
-    let root = match &opts.source {
+/// The project root a sync mirrors: `--source`, else the plan's `source`.
+pub(super) fn source_root(source: &str, opts: &SyncOptions, info: &mut dyn FnMut(String)) -> Result<PathBuf> {
+    match &opts.source {
         Some(s) => {
             let r = project::project_root(Some(s))?;
             info(format!("sync: source {} (--source)", r.display()));
-            r
+            Ok(r)
         }
         None => {
-            let r = PathBuf::from(&plan.source);
+            let r = PathBuf::from(source);
             if !r.is_absolute() || !r.is_dir() {
                 return Err(Error::bad_input(format!(
-                    "the plan's source {:?} is not a directory here; run sync on the machine that made the plan, or pass --source DIR",
-                    plan.source
+                    "the plan's source {source:?} is not a directory here; run sync on the machine that made the plan, or pass --source DIR"
                 )));
             }
             info(format!("sync: source {} (the plan's project root)", r.display()));
-            r
+            Ok(r)
         }
-    };
+    }
+}
+
+/// The rest of the local facts for a sync of `root` (from [`source_root`]) with the plan's
+/// options: all of it known before any node answers, so the launcher gathers it while the probe
+/// runs (super::Prepared). What it would tell the user goes to `info`.
+pub(super) fn local_facts(root: PathBuf, options: &PlanOptions, opts: &SyncOptions, info: &mut dyn FnMut(String)) -> Result<Local> {
     // The chdir decides what `--delete` may touch: re-check what the document says.
-    project::validate_chdir(&plan.options.chdir)
+    project::validate_chdir(&options.chdir)
         .map_err(|e| Error::bad_input(format!("the plan's chdir is refused: {}", e.message)))?;
     for e in &opts.excludes {
         if e.contains(['\n', '\r']) || e.trim().is_empty() {
@@ -85,9 +90,9 @@ pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&S
         }
     }
 
-    let venv = match &plan.options.virtualenv_path {
+    let venv = match &options.virtualenv_path {
         None => {
-            info(format!("sync: no virtualenv in the project; the nodes run {}", plan.options.python));
+            info(format!("sync: no virtualenv in the project; the nodes run {}", options.python));
             None
         }
         Some(rel) => {
@@ -102,6 +107,7 @@ pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&S
             let site = venv::site_packages(&abs);
             let needs = crate::interp::VenvNeeds::read(&abs, &base, &site.iter().map(|s| abs.join(s)).collect::<Vec<_>>())?;
             let layout = crate::rebase::Layout::read(&root, rel)?;
+
             info(format!(
                 "sync: virtualenv {rel} synced with the project (made from Python {} at {}; a node runs it on that one or on a compatible interpreter: {})",
                 base.version,
@@ -160,16 +166,17 @@ pub(super) fn local_facts(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&S
     // The lock's holder line: unique to this run (its run id), and naming host, boot and pid
     // for the one "holder is gone" rule (crate::machine::holder_gone_here), and how long the
     // lock lasts without its heartbeat (src/engine/sync/beat.rs).
+    let user = project::local_user();
     let holder = no_controls(&format!(
         "pytest-cloud run={run_id} host={hostname} boot={} pid={} ttl_min={} user={} started_unix={started} source={}",
         crate::machine::boot_id(),
         std::process::id(),
         super::beat::LOCK_TTL_MIN,
-        project::local_user(),
+        user,
         root.display()
     ));
-    let lease = lease::lease_line(&run_id, &hostname, opts.lease_pid, opts.lease_ttl_min, &project::local_user(), &root);
-    let pinned_python = plan.options.python_pinned.then(|| plan.options.python.clone());
+    let lease = lease::lease_line(&run_id, &hostname, opts.lease_pid, opts.lease_ttl_min, &user, &root);
+    let pinned_python = options.python_pinned.then(|| options.python.clone());
     Ok(Local { root, pinned_python, venv: venv.map(|v| v.0), editable, holder, hostname, run_id, lease, env_spec: std::sync::OnceLock::new(), held: Default::default() })
 }
 
@@ -183,7 +190,14 @@ pub(super) fn local_hostname() -> String {
 
 /// rsync 3.1+ and GNU parallel must be here before any node is touched (exit 72 otherwise,
 /// naming what is there instead: macOS ships rsync 2.6.9 or openrsync, and no GNU parallel).
+/// Asked once per process (`rsync --version` and, unless remembered, `parallel --version`):
+/// the launcher's preparation and every fan-out started later share the answer.
 pub(super) fn check_local_tools() -> Result<()> {
+    static ANSWER: std::sync::OnceLock<std::result::Result<(), (crate::error::Exit, String)>> = std::sync::OnceLock::new();
+    ANSWER.get_or_init(|| ask_local_tools().map_err(|e| (e.exit, e.message))).clone().map_err(|(exit, message)| Error::new(exit, message))
+}
+
+fn ask_local_tools() -> Result<()> {
     let out = Cmd::new(["rsync", "--version"]).deadline(Duration::from_secs(30)).output()?;
     let text = format!("{}{}", out.stdout_str(), String::from_utf8_lossy(&out.stderr));
     if let Some(problem) = rsync::version_problem(&text) {

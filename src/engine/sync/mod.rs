@@ -31,18 +31,19 @@ mod fanout;
 mod fast;
 mod local;
 mod node;
+mod prepared;
 mod progress;
 mod rebase;
 
 pub use build::describe_source;
-pub use fanout::Fanout;
+pub use prepared::{Prepared, prepare};
 pub use progress::{Screen, human_bytes};
 
 use crate::error::{Error, Exit, Outcome, Result};
 use crate::schema::{self, Dropped, ErrorKind, Plan, Stage, SyncDoc, SyncedNode};
-use crate::{interrupt, options, rsync, ssh};
+use crate::{interrupt, options, rsync};
 use fanout::preflight_and_transfer;
-use local::{check_local_tools, local_facts};
+use local::check_local_tools;
 use node::{finish, interrupted, inventory_destinations, left_locked, node_runs, release_left};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -142,15 +143,20 @@ pub fn outcome(doc: &SyncDoc) -> Outcome {
 /// Syncs the project to every node of the plan. Dropped nodes are records, not errors; an
 /// `Err` means nothing could be attempted (bad document, missing local tool, interrupt).
 pub fn sync_plan(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync)) -> Result<SyncDoc> {
-    sync_plan_with(plan, opts, progress, None)
+    let prepared = prepare(&plan.source, &plan.options, &plan.inventory.ssh, &inventory_destinations(plan), opts, false);
+    sync_prepared(plan, prepared, progress)
 }
 
-/// [`sync_plan`] with a [`Fanout`] started earlier (by the launcher, before the probe). It is
-/// used when it was started for this very transfer (same project root, rsync options and
-/// filters); otherwise it is closed unused and a new one started, so it only ever saves time.
-pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncEvent) + Sync), fanout: Option<Fanout>) -> Result<SyncDoc> {
-    let opts = &SyncOptions { venv: opts.venv.clone().or_else(|| plan.options.virtualenv_path.clone()), ..opts.clone() };
-    let local = local_facts(plan, opts, progress)?;
+/// [`sync_plan`] with its local half made earlier ([`prepare`]: by the launcher, while the
+/// probe ran). It is used when it was made for this very plan (same source, options, ssh
+/// settings and nodes); otherwise a new one is made, so it only ever saves time.
+pub fn sync_prepared(plan: &Plan, prepared: Prepared, progress: &(dyn Fn(&SyncEvent) + Sync)) -> Result<SyncDoc> {
+    let mut prepared = prepared.for_plan(plan);
+    for line in std::mem::take(&mut prepared.infos) {
+        progress(&SyncEvent::Info(line));
+    }
+    let local = std::mem::replace(&mut prepared.local, Err(Error::internal("the local facts were taken")))?;
+    let opts = &prepared.opts.clone();
     let mut runs = node_runs(plan)?;
     if !runs.is_empty() {
         check_local_tools()?;
@@ -161,7 +167,13 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
         }
     }
     // The config of every node in the inventory, as the probe (and a Fanout) wrote it.
-    let config = if runs.is_empty() { PathBuf::new() } else { ssh::write_config(&plan.inventory.ssh, &inventory_destinations(plan))? };
+    let transfer = match &prepared.transfer {
+        _ if runs.is_empty() => None,
+        Ok(t) => Some(t),
+        Err(e) => return Err(Error::new(e.exit, e.message.clone())),
+    };
+    let config = transfer.map(|t| t.config.clone()).unwrap_or_default();
+    let fanout = prepared.fanout.take();
     let pool = crate::engine::node_pool(runs.len())?;
     let ssh_deadline = Duration::from_secs(plan.inventory.ssh.connect_timeout_s + 60);
     // Giving a lock back is one short round trip; a node that cannot answer it in this time
@@ -170,7 +182,7 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
 
     // From the pre-flights to the last release, the locks held are renewed (beat.rs).
     beat::beating(&config, &local, release_deadline, || -> Result<()> {
-        if let Err(e) = preflight_and_transfer(&mut runs, &pool, &config, &local, opts, ssh_deadline, progress, fanout) {
+        if let Err(e) = preflight_and_transfer(&mut runs, &pool, transfer, &local, opts, ssh_deadline, progress, fanout) {
             // The pre-flights may have taken locks: give them back before saying why we stop.
             let _ = interrupted(&pool, &mut runs, &config, &local, release_deadline);
             return Err(e);
@@ -191,6 +203,13 @@ pub fn sync_plan_with(plan: &Plan, opts: &SyncOptions, progress: &(dyn Fn(&SyncE
             d.message = format!("{}; {}", d.message, left_locked(&r.lock, &why));
         }
     }
+
+    // Every node of the plan now holds this very tree, stamped: the next run of it will very
+    // likely need no rsync (prepared.rs).
+    let all_stamped = plan.dropped.is_empty()
+        && !runs.is_empty()
+        && runs.iter().all(|r| r.dropped.is_none() && r.stamp_digest.is_some() && matches!(r.rsync, Some((0, _))));
+    prepared.remember(all_stamped);
 
     let mut nodes = Vec::new();
     let mut dropped = plan.dropped.clone();
