@@ -721,3 +721,70 @@ fn the_run_trees_live_as_long_as_pytest_whatever_closes_the_hand_over_first() {
         let _ = c.ssh(&a, &format!("rm -rf {chdir} {chdir}.pytest-cloud-runs"));
     }
 }
+
+/// GNU parallel (a perl program) is started beside the probe only when the tree changed since
+/// the last sync that left it stamped on every node (src/engine/sync/prepared.rs): a warm
+/// no-change run starts none. That record decides only when parallel starts: a node whose
+/// copy changed behind our back, or a changed tree, is still synced and gets the content. The
+/// `parallel` first on PATH notes each start and execs the real one (a fake only for the
+/// fault "started when not needed", which the real tool cannot report).
+#[test]
+fn a_warm_no_change_run_starts_no_gnu_parallel_and_a_change_is_still_synced() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::shared();
+    let ex = Example::new();
+    let chdir = format!("pc_hint_{}", std::process::id());
+    let real = String::from_utf8(Command::new("sh").args(["-c", "command -v parallel"]).output().unwrap().stdout).unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let log = tools.path().join("starts.log");
+    let fake = tools.path().join("parallel");
+    std::fs::write(&fake, format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), real.trim())).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap());
+    // Runs the launcher; returns the output and whether a parallel ran jobs (not `--version`).
+    let run = |args: &[&str]| -> (Output, bool) {
+        let _ = std::fs::remove_file(&log);
+        let mut all = vec!["--cloud-chdir", &chdir];
+        all.extend_from_slice(args);
+        let out = cloud_command(&ex, &c, &all).env("PATH", &path).output().unwrap();
+        let starts = std::fs::read_to_string(&log).unwrap_or_default();
+        (out, starts.lines().any(|l| l.trim() != "--version"))
+    };
+    // The first run syncs. It also makes pytest's cache at the root, which changes the root
+    // directory (its mtime travels), so the second run syncs that; the third finds the nodes
+    // holding this very tree.
+    for i in 0..2 {
+        let (first, started) = run(&["tests/unit"]);
+        assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+        assert!(started, "sync {i} needs rsync, so parallel:\n{}", text(&first));
+    }
+    let (warm, started) = run(&["tests/unit"]);
+    assert_eq!(warm.status.code(), Some(0), "{}", text(&warm));
+    assert!(!started, "a warm no-change run started GNU parallel:\n{}", text(&warm));
+
+    // A node's copy changed behind our back: the record still says "no change", so parallel is
+    // started late, by the first pre-flight that needs rsync, and the file is back.
+    let gone = format!("{chdir}/tests/unit/test_square.py");
+    assert!(c.ssh("node1", &format!("rm {gone}")).status.success());
+    let (healed, started) = run(&["tests/unit"]);
+    assert_eq!(healed.status.code(), Some(0), "{}", text(&healed));
+    assert!(started, "node1 needed rsync:\n{}", text(&healed));
+    assert!(c.ssh("node1", &format!("test -f {gone}")).status.success(), "node1 got the file back");
+    assert_eq!(outcomes(&healed), outcomes(&local(&ex, &["tests/unit"])), "{}", text(&healed));
+
+    // A changed tree: parallel starts up front, and the new test runs on the nodes.
+    std::fs::write(ex.root().join("tests/unit/test_fresh.py"), "def test_fresh():\n    assert 'fresh'\n").unwrap();
+    let (changed, started) = run(&["tests/unit"]);
+    assert_eq!(changed.status.code(), Some(0), "{}", text(&changed));
+    assert!(started, "a changed tree is synced with rsync:\n{}", text(&changed));
+    assert!(outcomes(&changed).0.contains("PASSED tests/unit/test_fresh.py::test_fresh"), "{}", text(&changed));
+    for alias in c.aliases() {
+        assert!(c.ssh(&alias, &format!("test -f {chdir}/tests/unit/test_fresh.py")).status.success(), "{alias} has the new file");
+    }
+    let (warm, started) = run(&["tests/unit"]);
+    assert_eq!(warm.status.code(), Some(0), "{}", text(&warm));
+    assert!(!started, "warm again after the change was synced:\n{}", text(&warm));
+    for alias in c.aliases() {
+        let _ = c.ssh(&alias, &format!("rm -rf {chdir} {chdir}.pytest-cloud-runs"));
+    }
+}
