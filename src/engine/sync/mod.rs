@@ -1,9 +1,12 @@
 //! The sync engine: mirror the project root, virtualenv included, into a directory on every
 //! planned node. Split by job: `local` (checks on this machine before any node is touched),
-//! `node` (the node-side protocol: pre-flight, lock, clean-up), `fanout` (GNU parallel running
+//! `prepared` (that local half made at once, and whether parallel starts up front), `node`
+//! (the node-side protocol: pre-flight, lock, clean-up), `fanout` (GNU parallel running
 //! the rsyncs), `progress` (the terminal display). The subcommand is `src/cmd/sync.rs`.
 //!
-//! Per node, in order, so nothing is sent to a node that cannot use it:
+//! Everything local comes first and needs no node (`prepared`: the launcher makes it on a
+//! thread while the probe runs). Then per node, in order, so nothing is sent to a node that
+//! cannot use it:
 //! 1. one ssh round trip (`src/sync_node.sh preflight`): the interpreter chosen for the venv
 //!    from the probe's facts (`rebase`: the venv's own base, or a compatible one) runs there at
 //!    the version the probe saw; the target directory is absent, empty, or carries
@@ -11,10 +14,12 @@
 //!    atomic `mkdir <dir>.pytest-cloud-lock` (waits `--lock-wait`, then names the holder);
 //!    the directory and its marker are made under the lock;
 //! 2. rsync, through one GNU parallel for all nodes, each node's status from the joblog;
-//!    `--delete` only ever runs inside a marked directory. parallel is started before the
-//!    pre-flights (the launcher starts it even before the probe: [`Fanout`]) and reads one
-//!    line per node on its stdin, written when that node passed step 1, so its start-up (a
-//!    perl program: 0.1-0.5 s) overlaps the pre-flights;
+//!    `--delete` only ever runs inside a marked directory. parallel reads one line per node
+//!    on its stdin, written when that node passed step 1. It is started when the first node
+//!    needs rsync, or, by the launcher, beside the probe when the tree changed since the last
+//!    sync that left it on every node (`prepared`), so that its start-up (a perl program:
+//!    0.1-0.5 s) overlaps the probe and the pre-flights when it is needed and costs nothing
+//!    on a warm no-change run;
 //! 3. one ssh round trip (`finish`): orphan bytecode removed (beside the files rsync reports
 //!    deleted), the node's managed venv files written when they changed (`rebase`: pyvenv.cfg,
 //!    bin/python*, relocatable scripts), the editable `.pth` written, the synced interpreter
@@ -166,7 +171,7 @@ pub fn sync_prepared(plan: &Plan, prepared: Prepared, progress: &(dyn Fn(&SyncEv
             r.drop_with(ErrorKind::NoRsync, "rsync is not installed on the node (the probe found none); install it there (Debian: apt-get install rsync)");
         }
     }
-    // The config of every node in the inventory, as the probe (and a Fanout) wrote it.
+    // The config of every node in the inventory, as the probe wrote it.
     let transfer = match &prepared.transfer {
         _ if runs.is_empty() => None,
         Ok(t) => Some(t),
