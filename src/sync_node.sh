@@ -190,16 +190,15 @@ run_base_cache() {
 # At most IDLE_MAX are kept; one of an older sync is removed by the next run that sees it.
 idle_max=2
 
-# Whether TREE may be kept: exact (above) and of the base's current sync, which must be one
-# the fast path can match (a digest, not "-").
+# Whether TREE may be kept: exact (CHANGED, what run_harvest printed, is empty) and of the
+# base's current sync, which must be one the fast path can match (a digest, not "-").
 run_keepable() {
-    k_tree=$1
-    [ -f "$k_tree/$run_stamp" ] || return 1
+    k_tree=$1 k_changed=$2
+    [ -z "$k_changed" ] && [ -f "$k_tree/$run_stamp" ] || return 1
     k_line=
     IFS= read -r k_line <"$k_tree/$run_stamp" || return 1
     case "$k_line" in "" | "- "* | *" ") return 1 ;; esac
-    [ "$k_line" = "$(stamp_line)" ] || return 1
-    [ -z "$(find "$k_tree" -path "$k_tree/.pytest_cache" -prune -o -newer "$k_tree/$run_stamp" ! -name '*.pyc' ! -name __pycache__ -print 2>/dev/null | head -n 1)" ]
+    [ "$k_line" = "$(stamp_line)" ]
 }
 
 # Removes the kept trees in RUNS that are not of the base's current sync.
@@ -241,13 +240,16 @@ run_claim() {
 # Bytecode compiled in a run tree is given to the base (a hard link), so the next run's tree
 # starts with it, where the base still has that very source file (same inode) and no bytecode
 # of its own. Python writes .pyc files by temp file + rename, so sharing them is safe.
+# Prints, in the same walk, what else in the tree is newer than its stamp (one path a line;
+# "-" when the tree has no stamp): what run_keepable judges. .pytest_cache is left out (the
+# next run gets its own), and so are __pycache__ directories themselves.
 run_harvest() {
     h_tree=$1
-    [ -f "$h_tree/$run_stamp" ] && [ -d "$dir" ] || return 0
+    [ -f "$h_tree/$run_stamp" ] && [ -d "$dir" ] || { echo "-"; return 0; }
     # One ln per __pycache__ directory, not a mkdir and an ln per file: find lists a
     # directory's files together, and a cold run's tree has a few hundred of them (the
     # release of one node took 1-3 s under load with a fork per file).
-    find "$h_tree" -type f -name '*.pyc' -newer "$h_tree/$run_stamp" -exec sh -c '
+    find "$h_tree" -path "$h_tree/.pytest_cache" -prune -o -newer "$h_tree/$run_stamp" \( \( -type f -path '*/__pycache__/*.pyc' -exec sh -c '
         tree=$1 base=$2
         shift 2
         to= list=
@@ -285,7 +287,7 @@ run_harvest() {
             esac
         done
         flush
-        exit 0' sh "$h_tree" "$dir" {} +
+        exit 0' sh "$h_tree" "$dir" {} + \) -o \( ! -name __pycache__ -print \) \) 2>/dev/null
 }
 
 # Touches the lease while it is still LEASE (a lease renamed away by a reaper is lost).
@@ -300,7 +302,7 @@ run_renew() {
 run_drop() {
     d_runs=$1 d_id=$2 d_lease=$3
     case "$d_id" in "" | . | .. | */* | .*) echo "error=bad run id"; return 0 ;; esac
-    run_harvest "$d_runs/$d_id"
+    d_changed=$(run_harvest "$d_runs/$d_id")
     if [ "$(head -n 1 -- "$d_runs/$d_id.lease" 2>/dev/null)" = "$d_lease" ]; then
         mv -- "$d_runs/$d_id.lease" "$d_runs/$d_id.reaped.$$" 2>/dev/null
     fi
@@ -308,7 +310,7 @@ run_drop() {
     set -- "$d_runs"/idle.*
     d_idle=0
     [ -e "$1" ] && d_idle=$#
-    if [ "$d_idle" -lt "$idle_max" ] && run_keepable "$d_runs/$d_id" && mv -- "$d_runs/$d_id" "$d_runs/idle.$d_id" 2>/dev/null; then
+    if [ "$d_idle" -lt "$idle_max" ] && run_keepable "$d_runs/$d_id" "$d_changed" && mv -- "$d_runs/$d_id" "$d_runs/idle.$d_id" 2>/dev/null; then
         rm -f -- "$d_runs/$d_id.reaped.$$"
         echo "kept=idle.$d_id"
         echo "released=1"
