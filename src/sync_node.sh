@@ -303,18 +303,23 @@ run_drop() {
     d_runs=$1 d_id=$2 d_lease=$3
     case "$d_id" in "" | . | .. | */* | .*) echo "error=bad run id"; return 0 ;; esac
     d_changed=$(run_harvest "$d_runs/$d_id")
-    if [ "$(head -n 1 -- "$d_runs/$d_id.lease" 2>/dev/null)" = "$d_lease" ]; then
-        mv -- "$d_runs/$d_id.lease" "$d_runs/$d_id.reaped.$$" 2>/dev/null
-    fi
-    # Kept for the next no-change run (run_keepable) while fewer than idle_max are.
+    d_ours=0
+    [ "$(head -n 1 -- "$d_runs/$d_id.lease" 2>/dev/null)" = "$d_lease" ] && d_ours=1
+    # Kept for the next no-change run (run_keepable) while fewer than idle_max are, and only
+    # while the lease is still ours: renamed before the lease goes, so no reaper ever sees it
+    # as a tree without a lease (and removes it while it is being kept).
     set -- "$d_runs"/idle.*
     d_idle=0
     [ -e "$1" ] && d_idle=$#
-    if [ "$d_idle" -lt "$idle_max" ] && run_keepable "$d_runs/$d_id" "$d_changed" && mv -- "$d_runs/$d_id" "$d_runs/idle.$d_id" 2>/dev/null; then
-        rm -f -- "$d_runs/$d_id.reaped.$$"
+    if [ "$d_ours" = 1 ] && [ "$d_idle" -lt "$idle_max" ] && run_keepable "$d_runs/$d_id" "$d_changed" &&
+        mv -- "$d_runs/$d_id" "$d_runs/idle.$d_id" 2>/dev/null; then
+        mv -- "$d_runs/$d_id.lease" "$d_runs/$d_id.reaped.$$" 2>/dev/null && rm -f -- "$d_runs/$d_id.reaped.$$"
         echo "kept=idle.$d_id"
         echo "released=1"
         return 0
+    fi
+    if [ "$d_ours" = 1 ]; then
+        mv -- "$d_runs/$d_id.lease" "$d_runs/$d_id.reaped.$$" 2>/dev/null
     fi
     # A worker of this run may still be exiting (writing bytecode) just after the controller
     # ended: give it a moment rather than leave the tree for a later run to reap.
