@@ -209,7 +209,8 @@ idle_sweep() {
         t_line=
         [ -f "$t/$run_stamp" ] && IFS= read -r t_line <"$t/$run_stamp"
         [ -n "$i_line" ] && [ "$t_line" = "$i_line" ] && continue
-        mv -- "$t" "$1/.reap.idle.$$" 2>/dev/null && rm -rf -- "$1/.reap.idle.$$"
+        # Not a dot name: should this be cut short, the tree left is an orphan the next run reaps.
+        mv -- "$t" "$1/reaped-idle.$$" 2>/dev/null && rm -rf -- "$1/reaped-idle.$$"
     done
 }
 
@@ -223,13 +224,18 @@ run_claim() {
         t_line=
         IFS= read -r t_line <"$t/$run_stamp" || continue
         [ "$t_line" = "$c_line" ] || continue
+        # Still exact now (run_harvest's rule): nothing changed it since its release judged it,
+        # such as a process its run left behind or an edit on the node.
+        if [ -n "$(find "$t" -path "$t/.pytest_cache" -prune -o -newer "$t/$run_stamp" ! \( -type f -path '*/__pycache__/*.pyc' \) ! -name __pycache__ -print 2>/dev/null | head -n 1)" ]; then
+            mv -- "$t" "$c_runs/reaped-idle.$$" 2>/dev/null && rm -rf -- "$c_runs/reaped-idle.$$"
+            continue
+        fi
         run_lease "$c_runs" "$c_id" "$c_lease" || return 1
         if mv -- "$t" "$c_runs/$c_id" 2>/dev/null; then
-            run_base_cache "$c_runs/$c_id" || return 1
-            # Truncated in place: its mtime is now, its directory unchanged.
-            printf '%s\n' "$c_line" >"$c_runs/$c_id/$run_stamp"
             echo "run_dir=$c_runs/$c_id"
             echo "run_tree=kept"
+            # 2: the tree is this run's but unusable (error= said why); the caller stops.
+            run_base_cache "$c_runs/$c_id" || return 2
             return 0
         fi
         rm -f -- "$c_runs/$c_id.lease"
@@ -434,7 +440,12 @@ fast_path() {
         done
         idle_sweep "$runs"
     fi
-    if ! run_claim "$runs" "$fast_run_id" "$fast_lease"; then
+    f_claim=0
+    run_claim "$runs" "$fast_run_id" "$fast_lease" || f_claim=$?
+    if [ "$f_claim" = 2 ]; then
+        release
+        return 0
+    elif [ "$f_claim" != 0 ]; then
         run_make "$runs" "$fast_run_id" "$fast_lease" || { release; return 0; }
     fi
     fast_cache "$runs/$fast_run_id" || { release; echo "error=cannot write the pytest cache into $runs/$fast_run_id"; return 0; }
@@ -477,10 +488,11 @@ case "$mode" in
 preflight)
     stale=$1 break_holder=$2 py=$3 want=$4 marker_text=$5 runs=${6-}
     # A no-change re-sync (the base's stamp holds the prelude's digest, so its venv was made
-    # for this very interpreter) asks the base's venv, which answers for the interpreter too:
+    # for this very interpreter, which its bin/python is) asks the base's venv, which answers
+    # for the interpreter too:
     # one Python start instead of two. Anything else, and the interpreter is asked itself.
     fast_venv=
-    if [ -n "$py" ] && [ -n "${fast_digest-}" ] && [ -n "${fast_python-}" ] && [ -x "$dir/$fast_python" ]; then
+    if [ -n "$py" ] && [ -n "${fast_digest-}" ] && [ -n "${fast_python-}" ] && [ -x "$dir/$fast_python" ] && [ "$dir/$fast_python" -ef "$py" ]; then
         f_line=$(stamp_line)
         if [ "${f_line%% *}" = "$fast_digest" ]; then
             fast_venv=$(fast_venv_check "$dir")

@@ -932,6 +932,16 @@ fn a_released_tree_left_as_made_is_the_next_no_change_runs_tree_and_a_changed_or
     assert!(exists_on_node(&cluster, "node1", &format!("{runs}/rlive1")) && exists_on_node(&cluster, "node1", &format!("{runs}/rlive1.lease")), "{:?}", ls(&runs));
     on_node(&cluster, "node1", &format!("rm -r {runs}/rlive1 {runs}/rlive1.lease"));
     release(&g);
+
+    // A kept tree changed after its release judged it (a process its run left behind, an
+    // edit on the node) is not handed out either.
+    let kept_g: Vec<String> = ls(&runs).into_iter().filter(|e| e.starts_with("idle.")).collect();
+    assert_eq!(kept_g.len(), 1, "{kept_g:?}");
+    on_node(&cluster, "node1", &format!("echo late > {runs}/{}/sub/late.txt", kept_g[0]));
+    let (h, tree_h, _) = next(&g);
+    assert!(!exists_on_node(&cluster, "node1", &format!("{tree_h}/sub/late.txt")), "{:?}", ls(&runs));
+    assert!(!exists_on_node(&cluster, "node1", &format!("{runs}/{}", kept_g[0])), "the changed kept tree is removed");
+    release(&h);
 }
 
 fn mtime(p: &str) -> std::time::SystemTime {
