@@ -144,3 +144,27 @@ def test_a_gateway_that_cannot_be_made_fails_where_xdist_asks_for_it():
     glue._connect_all_at_once(group, [spec])
     with pytest.raises(OSError, match="no route"):
         group.makegateway(spec)
+
+
+def test_a_test_completing_on_a_worker_whose_node_just_died_does_not_end_the_session():
+    """The scheduler's send of further tests to a worker whose channel execnet closed raises
+    OSError("cannot send ..."); the glue leaves that worker's tests to its "down" event (they
+    are in the scheduler's pending list already) instead of an INTERNALERROR; any other error
+    still goes out."""
+    class Sched:
+        def __init__(self):
+            self.node2pending = {"gw0": []}
+
+        def mark_test_complete(self, node, item_index, duration=0):
+            self.node2pending[node].extend([7, 8])
+            if node == "gw0":
+                raise OSError("cannot send (already closed?)")
+            raise OSError("disk full")
+
+    sched = Sched()
+    glue._survive_closed_channel(sched)
+    assert sched.mark_test_complete("gw0", 3, duration=0.1) is None
+    assert sched.node2pending["gw0"] == [7, 8], "kept for remove_node to hand back"
+    sched.node2pending["gw1"] = []
+    with pytest.raises(OSError, match="disk full"):
+        sched.mark_test_complete("gw1", 4)

@@ -486,6 +486,28 @@ def _connect_all_at_once(group: Any, specs: Any) -> None:
 # ---------------------------------------------------------------- lost nodes
 
 
+def _survive_closed_channel(sched: Any) -> None:
+    """A test that completes on a worker whose node has just died (its "down" event not yet
+    handled) makes the scheduler send that worker more tests on a channel execnet has closed:
+    ``OSError("cannot send (already closed?)")``, which xdist lets end the session with an
+    INTERNALERROR (exit 3 instead of the lost-node handling's outcome). Wrapped on the
+    instance, like remove_node: the tests being sent are already in the scheduler's pending
+    list for that node (xdist 3.6-3.8 ``LoadScheduling._send_tests`` extends
+    ``node2pending`` before it sends), so the node's "down" event, which follows, hands them
+    back as for any lost node. Any other error is raised as before."""
+    mark = sched.mark_test_complete
+
+    def mark_test_complete(node: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return mark(node, *args, **kwargs)
+        except OSError as e:
+            if "cannot send" not in str(e):
+                raise
+            return None
+
+    sched.mark_test_complete = mark_test_complete
+
+
 class _NodeFaults:
     """A node that is lost costs seconds, not tests (share/doc/faults.md).
 
@@ -555,6 +577,7 @@ class _NodeFaults:
         sched = yield
         if sched is not None:
             self._wrap_remove_node(sched)
+            _survive_closed_channel(sched)
         self.sched = sched
         # DSession makes the scheduler in pytest_runtestloop, before the first event of the
         # loop: no test report has come yet.
