@@ -31,7 +31,7 @@ pub fn run(args: &PlanArgs, out: &mut dyn Write) -> Result<Outcome> {
         args.python.clone(),
         args.chdir.clone(),
         args.virtualenv_path.as_deref(),
-        &inventory,
+        inventory.pythons_asked.first().map(String::as_str),
     )?;
     let (plan, explain) = make_plan(&inventory, options, &root);
     if args.explain {

@@ -44,23 +44,9 @@ pub fn report(plan: &Plan, quiet: bool) {
 }
 
 /// Fills in defaults: chdir from the project root, the virtualenv by detection, the python
-/// (else the first the probe asked for).
+/// (else `first_asked`, the first interpreter the probe asks for: all the options read of an
+/// inventory, so the launcher can resolve them before the probe).
 pub fn resolve_options(
-    root: &Path,
-    mem_per_process_mb: Option<u64>,
-    max_processes: Option<u32>,
-    python: Option<String>,
-    chdir: Option<String>,
-    virtualenv_path: Option<&Path>,
-    inventory: &Inventory,
-) -> Result<PlanOptions> {
-    let asked = inventory.pythons_asked.first().map(String::as_str);
-    resolve_options_asked(root, mem_per_process_mb, max_processes, python, chdir, virtualenv_path, asked)
-}
-
-/// [`resolve_options`] before the probe, from the first interpreter it will ask for: all it
-/// reads of the inventory (the launcher knows it up front).
-pub fn resolve_options_asked(
     root: &Path,
     mem_per_process_mb: Option<u64>,
     max_processes: Option<u32>,

@@ -173,7 +173,7 @@ pub fn prepare_with(setup: LocalSetup, opts: &CloudOptions, pytest_args: &[Strin
     // facts, the tools, the manifest walk and, when the tree changed, GNU parallel starting),
     // which runs on its own thread while the probe waits for the nodes.
     let t = Instant::now();
-    let options = crate::engine::plan::resolve_options_asked(
+    let options = crate::engine::plan::resolve_options(
         &root,
         opts.mem_per_process_mb,
         opts.max_processes,
