@@ -102,7 +102,8 @@ build)
     envs=$1 key=$2 py=$3 uv=$4 uvpart=$5 uvsha=$6 wait_s=$7 links=${8-} prune_min=${9-} run_id=${10-} lease=${11-}
     env=$envs/$key
     lock=$env.lock
-    if [ -e "$envs" ] && [ ! -f "$envs/$envs_marker" ]; then
+    # An empty one is another run's, between its mkdir and its marker (two runs at once).
+    if [ -e "$envs" ] && [ ! -f "$envs/$envs_marker" ] && [ -n "$(ls -A -- "$envs" 2>/dev/null)" ]; then
         echo "error=$envs exists and was not made by pytest-cloud (no $envs_marker); remove it or let pytest-cloud make it"
         end
     fi
